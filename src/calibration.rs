@@ -1,0 +1,97 @@
+//! BN post-statistics: re-estimating each width's BN statistics after training.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+use crate::layers::{BnAccumulator, BnMode, BnStatistics};
+use crate::model::UsNet;
+use crate::width::WidthSpec;
+
+/// Computes the BN statistics of each spec in `specs` as the cumulative average of the
+/// batch statistics over `batches` (batch mean and unbiased batch variance).
+///
+/// Every batch runs once per spec, in training-mode normalisation, as PyTorch's calibration
+/// with `momentum=None` after a reset does. Pass an inference model
+/// ([`UsNet::into_inference`]) so that no graph is recorded.
+///
+/// # Errors
+///
+/// A bad width or input shape, or no batch at all.
+pub fn calibrate<I>(model: &UsNet, batches: I, specs: &[WidthSpec]) -> Result<Vec<BnStatistics>>
+where
+    I: IntoIterator<Item = Tensor<4>>,
+{
+    let mut accs: Vec<BnAccumulator> = specs.iter().map(|_| BnAccumulator::new(model.num_bn())).collect();
+    for spec in specs {
+        model.stage_widths(spec)?;
+    }
+    for batch in batches {
+        for (spec, acc) in specs.iter().zip(accs.iter_mut()) {
+            model.forward(batch.clone(), spec, &mut BnMode::Calibrate(acc))?;
+        }
+    }
+    accs.into_iter()
+        .map(|acc| acc.finish().ok_or_else(|| Error::InvalidConfig("calibration needs at least one batch".into())))
+        .collect()
+}
+
+/// A trained model with BN post-statistics for some widths: the stage that can evaluate.
+#[derive(Debug, Clone)]
+pub struct CalibratedModel {
+    pub model: UsNet,
+    stats: BTreeMap<String, (WidthSpec, BnStatistics)>,
+}
+
+impl CalibratedModel {
+    /// A model with no statistics yet.
+    pub fn new(model: UsNet) -> Self {
+        CalibratedModel { model: model.into_inference(), stats: BTreeMap::new() }
+    }
+
+    /// Stores the statistics of `spec`, replacing any earlier ones.
+    pub fn insert(&mut self, spec: WidthSpec, stats: BnStatistics) {
+        self.stats.insert(spec.key(), (spec, stats));
+    }
+
+    /// Calibrates `specs` on `batches` and stores the result.
+    pub fn calibrate<I>(&mut self, batches: I, specs: &[WidthSpec]) -> Result<()>
+    where
+        I: IntoIterator<Item = Tensor<4>>,
+    {
+        let stats = calibrate(&self.model, batches, specs)?;
+        for (spec, s) in specs.iter().zip(stats) {
+            self.insert(spec.clone(), s);
+        }
+        Ok(())
+    }
+
+    /// The statistics of `spec`, if calibrated.
+    pub fn stats(&self, spec: &WidthSpec) -> Option<&BnStatistics> {
+        self.stats.get(&spec.key()).map(|(_, s)| s)
+    }
+
+    /// The calibrated specs, in key order.
+    pub fn specs(&self) -> Vec<WidthSpec> {
+        self.stats.values().map(|(spec, _)| spec.clone()).collect()
+    }
+
+    /// Eval-mode logits at `spec`, normalised with its stored statistics.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotCalibrated`] when `spec` has no statistics, and the errors of
+    /// [`UsNet::forward`].
+    pub fn forward(&self, x: Tensor<4>, spec: &WidthSpec) -> Result<Tensor<2>> {
+        self.model.stage_widths(spec)?;
+        let stats = self.stats(spec).ok_or_else(|| Error::NotCalibrated {
+            width: spec.to_string(),
+            stored: {
+                let keys: Vec<&str> = self.stats.keys().map(String::as_str).collect();
+                if keys.is_empty() { "none".into() } else { keys.join(", ") }
+            },
+        })?;
+        self.model.forward(x, spec, &mut BnMode::Eval(stats))
+    }
+}

@@ -1,0 +1,66 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+/// Everything the library reports to its caller.
+///
+/// Each variant carries the values a user needs to fix the input: the width that was out of
+/// range and the range, the shape that was expected and the one given, the file and what was
+/// wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A width string or value that is not a width.
+    #[error("invalid width {input:?}: {reason}")]
+    InvalidWidth { input: String, reason: String },
+
+    /// A width outside the range the model was trained for.
+    #[error("width {width} is outside the model's width range [{min}, {max}]")]
+    WidthOutOfRange { width: f64, min: f64, max: f64 },
+
+    /// A per-stage width spec with the wrong number of entries for this model.
+    #[error("{arch} with {stages} stages takes {expected} per-stage widths ({layout}), got {got}")]
+    SpecLength {
+        arch: &'static str,
+        stages: usize,
+        expected: usize,
+        layout: &'static str,
+        got: usize,
+    },
+
+    /// A model configuration that cannot be built.
+    #[error("invalid model configuration: {0}")]
+    InvalidConfig(String),
+
+    /// An input tensor whose shape does not fit the model.
+    #[error("{what}: expected shape {expected}, got {got:?}")]
+    Shape { what: &'static str, expected: String, got: Vec<usize> },
+
+    /// Evaluation asked for a width that has no stored BN statistics.
+    #[error(
+        "no BN statistics stored for width {width}; calibrate it first (stored: {stored})"
+    )]
+    NotCalibrated { width: String, stored: String },
+
+    /// A loss that is not a finite number.
+    #[error("loss of width {width} is {value} at step {step}; lower the learning rate or check the input data")]
+    NonFiniteLoss { width: String, value: f32, step: u64 },
+
+    /// Labels outside `0..num_classes`.
+    #[error("label {label} is outside 0..{num_classes}")]
+    Label { label: i64, num_classes: usize },
+
+    /// A checkpoint or weight file that cannot be read.
+    #[error("{path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+
+    /// An I/O failure on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

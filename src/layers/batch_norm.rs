@@ -1,0 +1,141 @@
+//! The universally slimmable batch norm, with per-width statistics.
+//!
+//! The affine parameters are shared by all widths and sliced to the first channels. The
+//! statistics are not: each width (or per-stage spec) has its own, computed after training by
+//! [`crate::calibration`] and passed in explicitly through [`BnMode::Eval`].
+
+use burn::tensor::module::{batch_norm, batch_norm_train};
+use burn::tensor::{Device, Tensor};
+
+use crate::init::{Init, ParamKind};
+use crate::layers::param::{new_param, AnyTensor, ParamFn};
+
+/// PyTorch's default epsilon.
+pub const BN_EPS: f64 = 1e-5;
+
+/// The statistics of one BN layer at one width: `[channels]` each.
+#[derive(Debug, Clone)]
+pub struct BnStat {
+    pub mean: Tensor<1>,
+    /// Unbiased running variance, as PyTorch stores it.
+    pub var: Tensor<1>,
+}
+
+/// The statistics of every BN layer of a model at one width spec, indexed by BN layer.
+#[derive(Debug, Clone)]
+pub struct BnStatistics {
+    pub layers: Vec<BnStat>,
+}
+
+/// Cumulative averages of batch statistics, one slot per BN layer.
+///
+/// After `k` batches each slot holds the mean of the `k` batch means and of the `k` unbiased
+/// batch variances (`s += (batch - s) / k`, as PyTorch's `momentum=None`).
+#[derive(Debug, Clone, Default)]
+pub struct BnAccumulator {
+    slots: Vec<Option<(usize, BnStat)>>,
+}
+
+impl BnAccumulator {
+    /// An empty accumulator for `num_layers` BN layers.
+    pub fn new(num_layers: usize) -> Self {
+        BnAccumulator { slots: vec![None; num_layers] }
+    }
+
+    fn add(&mut self, index: usize, mean: Tensor<1>, unbiased_var: Tensor<1>) {
+        let slot = &mut self.slots[index];
+        *slot = Some(match slot.take() {
+            None => (1, BnStat { mean, var: unbiased_var }),
+            Some((k, s)) => {
+                let k = k + 1;
+                let inv = 1.0 / k as f64;
+                let m = s.mean.clone() + (mean - s.mean).mul_scalar(inv);
+                let v = s.var.clone() + (unbiased_var - s.var).mul_scalar(inv);
+                (k, BnStat { mean: m, var: v })
+            }
+        });
+    }
+
+    /// Number of batches seen by the first layer.
+    pub fn batches(&self) -> usize {
+        self.slots.first().and_then(|s| s.as_ref()).map_or(0, |(k, _)| *k)
+    }
+
+    /// The accumulated statistics, or `None` if some layer saw no batch.
+    pub fn finish(self) -> Option<BnStatistics> {
+        let layers = self.slots.into_iter().map(|s| s.map(|(_, stat)| stat)).collect::<Option<Vec<_>>>()?;
+        Some(BnStatistics { layers })
+    }
+}
+
+/// How batch norm normalises, passed to every forward.
+#[derive(Debug)]
+pub enum BnMode<'a> {
+    /// Batch statistics (mean and biased variance of this batch).
+    Train,
+    /// Batch statistics, and accumulate them as the width's post-statistics.
+    Calibrate(&'a mut BnAccumulator),
+    /// Stored statistics of the width being run.
+    Eval(&'a BnStatistics),
+}
+
+/// Batch norm over the first channels of shared affine parameters.
+#[derive(Debug, Clone)]
+pub struct UsBatchNorm {
+    /// State-dict prefix, e.g. `features.3.body.1`.
+    pub name: String,
+    /// Position among the model's BN layers, the index into [`BnStatistics::layers`].
+    pub index: usize,
+    pub gamma: Tensor<1>,
+    pub beta: Tensor<1>,
+}
+
+impl UsBatchNorm {
+    /// A new layer with `num_features` channels at full width.
+    pub fn init(name: &str, index: usize, num_features: usize, init: &Init, device: &Device) -> Self {
+        let gamma = new_param(init, &format!("{name}.weight"), ParamKind::BnGamma, &[num_features], device).into_r1();
+        let beta = new_param(init, &format!("{name}.bias"), ParamKind::BnBeta, &[num_features], device).into_r1();
+        UsBatchNorm { name: name.to_string(), index, gamma, beta }
+    }
+
+    /// Normalises the first `c` channels, `c` being the input's channel count.
+    ///
+    /// # Shapes
+    ///
+    /// - input and output: `[batch, c, h, w]`, `c <= num_features`
+    ///
+    /// # Panics
+    ///
+    /// In eval mode, panics if the stored statistics of this layer do not have `c` channels;
+    /// [`crate::model::UsNet`] checks the width spec before it runs.
+    pub fn forward(&self, x: Tensor<4>, mode: &mut BnMode) -> Tensor<4> {
+        let c = x.dims()[1];
+        let full = self.gamma.dims()[0];
+        let (gamma, beta) = if c == full {
+            (self.gamma.clone(), self.beta.clone())
+        } else {
+            (self.gamma.clone().slice([0..c]), self.beta.clone().slice([0..c]))
+        };
+        match mode {
+            BnMode::Train => batch_norm_train(x, gamma, beta, BN_EPS).output,
+            BnMode::Calibrate(acc) => {
+                let [n, _, h, w] = x.dims();
+                let count = (n * h * w) as f64;
+                let out = batch_norm_train(x, gamma, beta, BN_EPS);
+                let unbiased = out.variance.mul_scalar(count / (count - 1.0).max(1.0));
+                acc.add(self.index, out.mean.inner(), unbiased.inner());
+                out.output
+            }
+            BnMode::Eval(stats) => {
+                let stat = &stats.layers[self.index];
+                assert_eq!(stat.mean.dims()[0], c, "statistics of {} have the wrong width", self.name);
+                batch_norm(x, gamma, beta, stat.mean.clone(), stat.var.clone(), BN_EPS)
+            }
+        }
+    }
+
+    pub(crate) fn map_params(&mut self, f: &mut ParamFn) {
+        self.gamma = f(&format!("{}.weight", self.name), ParamKind::BnGamma, AnyTensor::R1(self.gamma.clone())).into_r1();
+        self.beta = f(&format!("{}.bias", self.name), ParamKind::BnBeta, AnyTensor::R1(self.beta.clone())).into_r1();
+    }
+}

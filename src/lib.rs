@@ -1,0 +1,28 @@
+//! usnet: Universally Slimmable Networks (Yu & Huang, ICCV 2019) on burn.
+//!
+//! One network, trained once, runs at any width in its range or any per-stage mix:
+//!
+//! - [`width`]: the `make_divisible` rule and the `Width`, `WidthRange`, `WidthSpec` types;
+//! - [`layers`]: US conv, linear and batch norm, with explicit BN modes;
+//! - [`model`]: US-MobileNet v1 and v2 built from block tables, with official names;
+//! - [`train`]: the sandwich rule, inplace distillation and PyTorch-style SGD;
+//! - [`calibration`]: BN post-statistics per width;
+//! - [`profile`]: MACs and parameters per width.
+
+pub mod calibration;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod init;
+pub mod layers;
+pub mod model;
+pub mod plot;
+pub mod profile;
+pub mod train;
+pub mod width;
+
+pub use calibration::{calibrate, CalibratedModel};
+pub use error::{Error, Result};
+pub use init::{Init, ParamKind};
+pub use model::{Arch, ModelConfig, UsNet};
+pub use width::{make_divisible, slim_channels, Width, WidthRange, WidthSpec};

@@ -1,0 +1,7 @@
+//! US-MobileNet models.
+
+mod config;
+mod usnet;
+
+pub use config::{Arch, BlockRow, ModelConfig};
+pub use usnet::{Block, ConvBn, LayerPlan, StageWidths, UsNet};

@@ -1,0 +1,384 @@
+//! US-MobileNet v1 and v2, built from a block table.
+
+use burn::tensor::activation::relu6;
+use burn::tensor::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::init::Init;
+use crate::layers::{AnyTensor, BnMode, ParamFn, UsBatchNorm, UsConv2d, UsConv2dConfig, UsLinear};
+use crate::model::config::{Arch, ModelConfig};
+use crate::width::{Width, WidthRange, WidthSpec};
+
+/// A conv, its batch norm and an optional ReLU6.
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    pub conv: UsConv2d,
+    pub bn: UsBatchNorm,
+    pub relu6: bool,
+}
+
+impl ConvBn {
+    fn forward(&self, x: Tensor<4>, c_out: usize, mode: &mut BnMode) -> Tensor<4> {
+        let y = self.bn.forward(self.conv.forward(x, c_out), mode);
+        if self.relu6 { relu6(y) } else { y }
+    }
+
+    fn map_params(&mut self, f: &mut ParamFn) {
+        self.conv.map_params(f);
+        self.bn.map_params(f);
+    }
+}
+
+/// A block: v1's depthwise-separable block (no expansion, ReLU6 after the projection) or
+/// v2's inverted residual.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// The block-table row this block belongs to; its width is that stage's width.
+    pub stage: usize,
+    pub expand: Option<ConvBn>,
+    pub depthwise: ConvBn,
+    pub project: ConvBn,
+    /// Stride 1 and equal full input and output channels.
+    pub residual: bool,
+}
+
+/// What a conv or linear layer does at one width: enough to count its cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerPlan {
+    /// State-dict prefix of the layer.
+    pub name: String,
+    pub c_in: usize,
+    pub c_out: usize,
+    /// 0 for a linear layer.
+    pub kernel: usize,
+    pub groups: usize,
+    /// Output spatial size (1 for a linear layer).
+    pub out_hw: [usize; 2],
+    /// Whether the layer has a bias (linear) of `c_out` entries.
+    pub bias: bool,
+}
+
+impl LayerPlan {
+    /// Multiply-accumulates for one image.
+    pub fn macs(&self) -> u64 {
+        let k2 = (self.kernel.max(1) * self.kernel.max(1)) as u64;
+        (self.c_in as u64 / self.groups as u64) * self.c_out as u64 * k2 * (self.out_hw[0] * self.out_hw[1]) as u64
+    }
+
+    /// Parameters the layer uses at this width.
+    pub fn params(&self) -> u64 {
+        let k2 = (self.kernel.max(1) * self.kernel.max(1)) as u64;
+        (self.c_in as u64 / self.groups as u64) * self.c_out as u64 * k2 + if self.bias { self.c_out as u64 } else { 0 }
+    }
+}
+
+/// The width of each stage, resolved from a [`WidthSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageWidths {
+    pub stem: f64,
+    pub stages: Vec<f64>,
+    /// v2's last conv output width; `None` keeps it at full width as the official model does.
+    pub head: Option<f64>,
+}
+
+/// A universally slimmable MobileNet (v1 or v2).
+///
+/// Parameter names are the official PyTorch state-dict names.
+#[derive(Debug, Clone)]
+pub struct UsNet {
+    config: ModelConfig,
+    range: WidthRange,
+    pub stem: ConvBn,
+    pub blocks: Vec<Block>,
+    /// v2's last 1x1 conv, BN and ReLU6.
+    pub head: Option<ConvBn>,
+    pub classifier: UsLinear,
+    num_bn: usize,
+}
+
+impl UsNet {
+    /// Builds the model of `config` with parameters from `init` on `device`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when the configuration is not a valid model.
+    pub fn init(config: &ModelConfig, init: &Init, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let rows = config.rows()?;
+        let d = config.divisor;
+        // First the layout (conv names, BN slots, configs), then the layers themselves.
+        let mut specs: Vec<(String, UsConv2dConfig, bool)> = Vec::new();
+        let push = |specs: &mut Vec<_>, name: String, cfg: UsConv2dConfig, relu: bool| specs.push((name, cfg, relu));
+        let stem_out = config.stem_out();
+        let mut stem_cfg = UsConv2dConfig::new(config.input_channels, stem_out, 3, config.stem_stride);
+        stem_cfg.slim_out = true;
+        push(&mut specs, "features.0".into(), stem_cfg, true);
+
+        let mut block_layout = Vec::new(); // (stage, has_expand, residual)
+        let mut channels = stem_out;
+        let mut index = 1;
+        for (stage, row) in rows.iter().enumerate() {
+            let outp = crate::width::make_divisible(row.c as f64, d);
+            for i in 0..row.n {
+                let stride = if i == 0 { row.s } else { 1 };
+                let prefix = format!("features.{index}.body");
+                let hidden = channels * row.t;
+                let expand = config.arch == Arch::UsMobilenetV2 && row.t != 1;
+                let mut slot = 0;
+                if expand {
+                    let mut c = UsConv2dConfig::new(channels, hidden, 1, 1);
+                    c.out_ratio = row.t;
+                    push(&mut specs, format!("{prefix}.{slot}"), c, true);
+                    slot += 3;
+                }
+                let mut dw = UsConv2dConfig::new(hidden, hidden, 3, stride);
+                dw.depthwise = true;
+                dw.out_ratio = row.t;
+                push(&mut specs, format!("{prefix}.{slot}"), dw, true);
+                slot += 3;
+                let pw = UsConv2dConfig::new(hidden, outp, 1, 1);
+                push(&mut specs, format!("{prefix}.{slot}"), pw, config.arch == Arch::UsMobilenetV1);
+                let residual = config.arch == Arch::UsMobilenetV2 && stride == 1 && channels == outp;
+                block_layout.push((stage, expand, residual));
+                channels = outp;
+                index += 1;
+            }
+        }
+        if let Some(last) = config.last_channels {
+            push(&mut specs, format!("features.{index}"), UsConv2dConfig::new(channels, last, 1, 1), true);
+            channels = last;
+        }
+
+        let num_bn = specs.len();
+        let mut built = specs.into_iter().enumerate().map(|(bn_index, (name, cfg, relu6))| {
+            let (conv_name, bn_name) = if name.contains(".body.") {
+                let (head, slot) = name.rsplit_once('.').expect("block layer names end in a slot");
+                let slot: usize = slot.parse().expect("slots are numbers");
+                (name.clone(), format!("{head}.{}", slot + 1))
+            } else {
+                (format!("{name}.0"), format!("{name}.1"))
+            };
+            let conv = cfg.init(&conv_name, init, device);
+            let bn = UsBatchNorm::init(&bn_name, bn_index, cfg.out_channels, init, device);
+            ConvBn { conv, bn, relu6 }
+        });
+        let stem = built.next().expect("the stem is always built");
+        let mut blocks = Vec::with_capacity(block_layout.len());
+        for (stage, has_expand, residual) in block_layout {
+            let expand = if has_expand { built.next() } else { None };
+            let depthwise = built.next().expect("one depthwise conv per block");
+            let project = built.next().expect("one projection per block");
+            blocks.push(Block { stage, expand, depthwise, project, residual });
+        }
+        let head = built.next();
+        let classifier = UsLinear::init("classifier.0", channels, config.num_classes, init, device);
+        Ok(UsNet { config: config.clone(), range: config.range()?, stem, blocks, head, classifier, num_bn })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The widths the model was trained for.
+    pub fn width_range(&self) -> WidthRange {
+        self.range
+    }
+
+    /// Number of BN layers (the length of a [`crate::layers::BnStatistics`]).
+    pub fn num_bn(&self) -> usize {
+        self.num_bn
+    }
+
+    /// Number of block-table stages.
+    pub fn num_stages(&self) -> usize {
+        self.config.block_setting.len()
+    }
+
+    /// Resolves `spec` to a width per stage, checking it against the model's range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WidthOutOfRange`] for a width outside the range; [`Error::SpecLength`] for a
+    /// per-stage spec of the wrong length.
+    pub fn stage_widths(&self, spec: &WidthSpec) -> Result<StageWidths> {
+        spec.check(&self.range)?;
+        let k = self.num_stages();
+        match spec {
+            WidthSpec::Uniform(w) => Ok(StageWidths { stem: w.get(), stages: vec![w.get(); k], head: None }),
+            WidthSpec::PerStage(ws) => {
+                let (expected, layout) = match self.config.arch {
+                    Arch::UsMobilenetV1 => (k + 1, "stem, then one per block-table row"),
+                    Arch::UsMobilenetV2 => (k + 2, "stem, then one per block-table row, then head"),
+                };
+                if ws.len() != expected {
+                    return Err(Error::SpecLength { arch: self.config.arch.name(), stages: k, expected, layout, got: ws.len() });
+                }
+                let ws: Vec<f64> = ws.iter().map(|w| w.get()).collect();
+                let head = (self.config.arch == Arch::UsMobilenetV2).then(|| ws[k + 1]);
+                Ok(StageWidths { stem: ws[0], stages: ws[1..=k].to_vec(), head })
+            }
+        }
+    }
+
+    /// Every conv and linear layer that runs at `spec` on `[h, w]` inputs, in order, with
+    /// its channel counts and output size.
+    ///
+    /// # Errors
+    ///
+    /// As [`UsNet::stage_widths`].
+    pub fn plan(&self, spec: &WidthSpec, input_hw: [usize; 2]) -> Result<Vec<LayerPlan>> {
+        let widths = self.stage_widths(spec)?;
+        let d = self.config.divisor;
+        let mut plans = Vec::new();
+        let mut hw = input_hw;
+        let mut c = self.config.input_channels;
+        let mut step = |conv: &UsConv2d, width: Option<f64>, c: &mut usize, hw: &mut [usize; 2]| {
+            let c_out = match width {
+                Some(w) => conv.out_channels(*c, w, d),
+                None => conv.config.out_channels,
+            };
+            *hw = [conv.out_size(hw[0]), conv.out_size(hw[1])];
+            let groups = if conv.config.depthwise { *c } else { 1 };
+            plans.push(LayerPlan { name: conv.name.clone(), c_in: *c, c_out, kernel: conv.config.kernel_size, groups, out_hw: *hw, bias: false });
+            *c = c_out;
+        };
+        step(&self.stem.conv, Some(widths.stem), &mut c, &mut hw);
+        for block in &self.blocks {
+            let w = Some(widths.stages[block.stage]);
+            if let Some(e) = &block.expand {
+                step(&e.conv, w, &mut c, &mut hw);
+            }
+            step(&block.depthwise.conv, w, &mut c, &mut hw);
+            step(&block.project.conv, w, &mut c, &mut hw);
+        }
+        if let Some(head) = &self.head {
+            step(&head.conv, widths.head, &mut c, &mut hw);
+        }
+        let out = self.config.num_classes;
+        plans.push(LayerPlan { name: self.classifier.name.clone(), c_in: c, c_out: out, kernel: 0, groups: 1, out_hw: [1, 1], bias: true });
+        Ok(plans)
+    }
+
+    /// Checks that `x` is `[batch, input_channels, h, w]` with every dimension at least 1.
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<()> {
+        let [n, c, h, w] = dims;
+        if n == 0 || h == 0 || w == 0 || c != self.config.input_channels {
+            return Err(Error::Shape {
+                what: "model input",
+                expected: format!("[batch >= 1, {}, height >= 1, width >= 1]", self.config.input_channels),
+                got: dims.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Logits of `x` at width `spec`, with batch norm in `mode`.
+    ///
+    /// # Shapes
+    ///
+    /// - input: `[batch, input_channels, h, w]`
+    /// - output: `[batch, num_classes]`
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] for a wrong input shape, and the errors of [`UsNet::stage_widths`].
+    /// In eval mode, the statistics must have one entry per BN layer, computed for `spec`.
+    pub fn forward(&self, x: Tensor<4>, spec: &WidthSpec, mode: &mut BnMode) -> Result<Tensor<2>> {
+        let dims = x.dims();
+        self.check_input(dims)?;
+        if let BnMode::Eval(stats) = mode
+            && stats.layers.len() != self.num_bn
+        {
+            return Err(Error::InvalidConfig(format!(
+                "BN statistics have {} layers, the model has {}",
+                stats.layers.len(),
+                self.num_bn
+            )));
+        }
+        let plan = self.plan(spec, [dims[2], dims[3]])?;
+        let mut outs = plan.iter().map(|p| p.c_out);
+        let mut next = move || outs.next().expect("the plan lists every layer");
+
+        let mut x = self.stem.forward(x, next(), mode);
+        for block in &self.blocks {
+            let input = x.clone();
+            if let Some(e) = &block.expand {
+                x = e.forward(x, next(), mode);
+            }
+            x = block.depthwise.forward(x, next(), mode);
+            x = block.project.forward(x, next(), mode);
+            if block.residual {
+                x = add_first_channels(x, input);
+            }
+        }
+        if let Some(head) = &self.head {
+            x = head.forward(x, next(), mode);
+        }
+        let [n, c, _, _] = x.dims();
+        let pooled = x.mean_dims(&[2, 3]).reshape([n, c]);
+        Ok(self.classifier.forward(pooled))
+    }
+
+    /// Replaces every parameter by `f(name, kind, value)`, in state-dict order.
+    pub fn map_params(&mut self, f: &mut ParamFn) {
+        self.stem.map_params(f);
+        for b in &mut self.blocks {
+            if let Some(e) = &mut b.expand {
+                e.map_params(f);
+            }
+            b.depthwise.map_params(f);
+            b.project.map_params(f);
+        }
+        if let Some(h) = &mut self.head {
+            h.map_params(f);
+        }
+        self.classifier.map_params(f);
+    }
+
+    /// Every parameter with its name and kind, in state-dict order.
+    pub fn params(&self) -> Vec<(String, crate::init::ParamKind, AnyTensor)> {
+        let mut out = Vec::new();
+        self.clone().map_params(&mut |name, kind, t| {
+            out.push((name.to_string(), kind, t.clone()));
+            t
+        });
+        out
+    }
+
+    /// The same model with every parameter a training leaf (autodiff, gradients retained).
+    pub fn into_trainable(mut self) -> Self {
+        self.map_params(&mut |_, _, t| t.into_leaf());
+        self
+    }
+
+    /// The same model without autodiff, for calibration and inference.
+    pub fn into_inference(mut self) -> Self {
+        self.map_params(&mut |_, _, t| t.into_inner());
+        self
+    }
+
+    /// The uniform width spec of the range's minimum and maximum.
+    pub fn min_max(&self) -> (WidthSpec, WidthSpec) {
+        (WidthSpec::Uniform(self.range.min()), WidthSpec::Uniform(self.range.max()))
+    }
+
+    /// A uniform width checked against the model's range.
+    pub fn width(&self, w: f64) -> Result<WidthSpec> {
+        Ok(WidthSpec::Uniform(self.range.check(Width::new(w)?)?))
+    }
+}
+
+/// `y + x`, where a per-stage spec can give `x` and `y` different channel counts: the
+/// shortcut adds to the first channels they share, as if the narrower one were zero-padded.
+fn add_first_channels(y: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
+    let (cy, cx) = (y.dims()[1], x.dims()[1]);
+    if cy == cx {
+        y + x
+    } else if cx < cy {
+        let head = y.clone().narrow(1, 0, cx) + x;
+        Tensor::cat(vec![head, y.narrow(1, cx, cy - cx)], 1)
+    } else {
+        y + x.narrow(1, 0, cy)
+    }
+}

@@ -1,0 +1,351 @@
+//! Widths and channel rounding.
+//!
+//! Every layer gets its channel count from [`make_divisible`] through [`slim_channels`]; nothing
+//! else in the crate rounds channels.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// Tolerance used when comparing widths against a range: widths are user-typed decimals.
+const WIDTH_EPS: f64 = 1e-9;
+
+/// The official `make_divisible` rule: round `v` to the nearest multiple of `divisor`
+/// (at least 1), adding one `divisor` when rounding down lost more than 10%.
+///
+/// `max(1, int(v + d/2) // d * d)`, plus `d` if that is `< 0.9 * v`.
+pub fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor.max(1);
+    let rounded = ((v + d as f64 / 2.0) as usize) / d * d;
+    let mut new_v = rounded.max(1);
+    if (new_v as f64) < 0.9 * v {
+        new_v += d;
+    }
+    new_v
+}
+
+/// The channel count of a US layer side with `full` channels at width `width`, with the
+/// official US ops' `ratio`: `make_divisible(full * width / ratio) * ratio`.
+///
+/// The arithmetic order (multiply, then divide) matches the official code, so the f64
+/// rounding matches it too.
+pub fn slim_channels(full: usize, width: f64, ratio: usize, divisor: usize) -> usize {
+    make_divisible(full as f64 * width / ratio as f64, divisor) * ratio
+}
+
+/// A width multiplier in `(0, 1]`, where 1.0 is the full network.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Width(f64);
+
+impl Width {
+    /// The full network.
+    pub const MAX: Width = Width(1.0);
+
+    /// A width from a number; errors unless it is finite and in `(0, 1]`.
+    pub fn new(value: f64) -> Result<Self> {
+        if !value.is_finite() || value <= 0.0 || value > 1.0 + WIDTH_EPS {
+            return Err(Error::InvalidWidth {
+                input: value.to_string(),
+                reason: "expected a number in (0, 1], such as 0.5".into(),
+            });
+        }
+        Ok(Width(value.min(1.0)))
+    }
+
+    /// The multiplier.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Width {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Shortest text that reads back as the same f64, so keys round-trip.
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for Width {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let value: f64 = s.trim().parse().map_err(|_| Error::InvalidWidth {
+            input: s.into(),
+            reason: "expected a number in (0, 1], such as 0.5".into(),
+        })?;
+        Width::new(value).map_err(|_| Error::InvalidWidth {
+            input: s.into(),
+            reason: "expected a number in (0, 1], such as 0.5".into(),
+        })
+    }
+}
+
+/// The closed range of widths a model is trained for, `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WidthRange {
+    min: Width,
+    max: Width,
+}
+
+impl WidthRange {
+    /// A range; errors when `min > max`.
+    pub fn new(min: Width, max: Width) -> Result<Self> {
+        if min.get() > max.get() {
+            return Err(Error::InvalidWidth {
+                input: format!("{min}:{max}"),
+                reason: "expected MIN:MAX with MIN <= MAX".into(),
+            });
+        }
+        Ok(WidthRange { min, max })
+    }
+
+    /// The smallest width.
+    pub fn min(&self) -> Width {
+        self.min
+    }
+
+    /// The largest width.
+    pub fn max(&self) -> Width {
+        self.max
+    }
+
+    /// Whether `width` lies in the range.
+    pub fn contains(&self, width: Width) -> bool {
+        width.get() >= self.min.get() - WIDTH_EPS && width.get() <= self.max.get() + WIDTH_EPS
+    }
+
+    /// `Ok(width)` when it lies in the range, else [`Error::WidthOutOfRange`].
+    pub fn check(&self, width: Width) -> Result<Width> {
+        if self.contains(width) {
+            Ok(width)
+        } else {
+            Err(Error::WidthOutOfRange { width: width.get(), min: self.min.get(), max: self.max.get() })
+        }
+    }
+
+    /// `n` evenly spaced widths from min to max, both included (`n >= 2`), rounded to 4
+    /// decimals so that they print and parse back unchanged.
+    pub fn grid(&self, n: usize) -> Vec<Width> {
+        let n = n.max(2);
+        let (lo, hi) = (self.min.get(), self.max.get());
+        (0..n)
+            .map(|i| {
+                let w = lo + (hi - lo) * i as f64 / (n - 1) as f64;
+                Width(((w * 1e4).round() / 1e4).clamp(lo, hi))
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for WidthRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.min, self.max)
+    }
+}
+
+impl FromStr for WidthRange {
+    type Err = Error;
+
+    /// Parses `MIN:MAX`, e.g. `0.25:1.0`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidWidth { input: s.into(), reason: reason.into() };
+        let (lo, hi) = s.split_once(':').ok_or_else(|| bad("expected MIN:MAX, such as 0.25:1.0"))?;
+        let (lo, hi) = (lo.parse::<Width>(), hi.parse::<Width>());
+        match (lo, hi) {
+            (Ok(lo), Ok(hi)) => WidthRange::new(lo, hi),
+            _ => Err(bad("expected MIN:MAX with numbers in (0, 1], such as 0.25:1.0")),
+        }
+    }
+}
+
+/// The width of every layer of a model: one width for all, or one per stage.
+///
+/// A per-stage spec lists the stem's width, then one width per block-table row, then (for
+/// US-MobileNet v2) the head's width, which slims the last 1x1 conv's output. It is written
+/// with `/` between entries, e.g. `0.5/0.35/0.5/0.75/1.0/1.0`; a uniform width is a single
+/// number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WidthSpec {
+    /// The same width for every slimmable layer, as in the paper's uniform US-Nets.
+    Uniform(Width),
+    /// One width per stage: stem, each block-table row, and (v2) the head.
+    PerStage(Vec<Width>),
+}
+
+impl WidthSpec {
+    /// Every width the spec names.
+    pub fn widths(&self) -> Vec<Width> {
+        match self {
+            WidthSpec::Uniform(w) => vec![*w],
+            WidthSpec::PerStage(ws) => ws.clone(),
+        }
+    }
+
+    /// Errors unless every width lies in `range`.
+    pub fn check(&self, range: &WidthRange) -> Result<()> {
+        self.widths().into_iter().try_for_each(|w| range.check(w).map(|_| ()))
+    }
+
+    /// The canonical text of the spec, used as the key of its BN statistics.
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl From<Width> for WidthSpec {
+    fn from(w: Width) -> Self {
+        WidthSpec::Uniform(w)
+    }
+}
+
+impl fmt::Display for WidthSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WidthSpec::Uniform(w) => write!(f, "{w}"),
+            WidthSpec::PerStage(ws) => {
+                let parts: Vec<String> = ws.iter().map(|w| w.to_string()).collect();
+                write!(f, "{}", parts.join("/"))
+            }
+        }
+    }
+}
+
+impl FromStr for WidthSpec {
+    type Err = Error;
+
+    /// Parses `0.5` (uniform) or `0.5/0.35/.../1.0` (per stage).
+    fn from_str(s: &str) -> Result<Self> {
+        if !s.contains('/') {
+            return Ok(WidthSpec::Uniform(s.parse()?));
+        }
+        let widths = s
+            .split('/')
+            .map(|part| {
+                part.parse::<Width>().map_err(|_| Error::InvalidWidth {
+                    input: s.into(),
+                    reason: format!(
+                        "entry {part:?} is not a width; expected per-stage widths in (0, 1] \
+                         separated by '/', such as 0.5/0.35/0.75"
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WidthSpec::PerStage(widths))
+    }
+}
+
+/// Parses a list of widths: a comma list (`1.0,0.75,0.5`), a grid `MIN:MAX:STEP`
+/// (`0.35:1.0:0.05`, both ends included), or a mix of both separated by commas.
+/// Per-stage specs (`0.5/0.35/...`) may appear as list entries.
+pub fn parse_width_list(s: &str) -> Result<Vec<WidthSpec>> {
+    let bad = |reason: String| Error::InvalidWidth { input: s.into(), reason };
+    let mut out = Vec::new();
+    for item in s.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(bad("empty entry; expected widths such as 1.0,0.75,0.5 or 0.35:1.0:0.05".into()));
+        }
+        let parts: Vec<&str> = item.split(':').collect();
+        match parts.as_slice() {
+            [single] => out.push(single.parse::<WidthSpec>()?),
+            [lo, hi, step] => {
+                let lo: Width = lo.parse()?;
+                let hi: Width = hi.parse()?;
+                let step: f64 = step
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite() && *v > 0.0)
+                    .ok_or_else(|| bad(format!("step {step:?} must be a positive number")))?;
+                if lo > hi {
+                    return Err(bad(format!("grid {item:?} needs MIN <= MAX")));
+                }
+                let n = ((hi.get() - lo.get()) / step + 1e-6).floor() as usize;
+                for i in 0..=n {
+                    let w = lo.get() + step * i as f64;
+                    out.push(WidthSpec::Uniform(Width::new((w * 1e6).round() / 1e6)?));
+                }
+                if (lo.get() + step * n as f64 - hi.get()).abs() > 1e-6 {
+                    out.push(WidthSpec::Uniform(hi));
+                }
+            }
+            _ => {
+                return Err(bad(format!(
+                    "entry {item:?} is neither a width (0.5) nor a grid MIN:MAX:STEP (0.35:1.0:0.05)"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The official rule, transcribed literally for comparison.
+    fn reference(v: f64, d: usize) -> usize {
+        let d = d as f64;
+        let mut new_v = ((v + d / 2.0).trunc() / d).floor() * d;
+        new_v = new_v.max(1.0);
+        if new_v < 0.9 * v {
+            new_v += d;
+        }
+        new_v as usize
+    }
+
+    #[test]
+    fn make_divisible_matches_reference() {
+        for d in [1, 2, 4, 8, 16] {
+            for i in 1..4000 {
+                let v = i as f64 * 0.37;
+                assert_eq!(make_divisible(v, d), reference(v, d), "v={v} d={d}");
+            }
+        }
+    }
+
+    #[test]
+    fn make_divisible_known_values() {
+        assert_eq!(make_divisible(32.0 * 0.35, 8), 16);
+        assert_eq!(make_divisible(1280.0, 8), 1280);
+        assert_eq!(make_divisible(11.2, 8), 16);
+        assert_eq!(make_divisible(0.3, 8), 1);
+        assert_eq!(slim_channels(96, 0.35, 6, 8), 48);
+    }
+
+    #[test]
+    fn width_parsing() {
+        assert_eq!("0.5".parse::<Width>().unwrap().get(), 0.5);
+        for bad in ["", "abc", "0", "-0.5", "1.5", "nan", "inf"] {
+            assert!(bad.parse::<Width>().is_err(), "{bad}");
+        }
+        let r: WidthRange = "0.25:1.0".parse().unwrap();
+        assert!(r.contains(Width::new(0.25).unwrap()));
+        assert!(r.check(Width::new(0.2).unwrap()).is_err());
+        assert!("1.0:0.25".parse::<WidthRange>().is_err());
+        assert!("0.25".parse::<WidthRange>().is_err());
+    }
+
+    #[test]
+    fn spec_parsing_round_trips() {
+        let s: WidthSpec = "0.5/0.35/1".parse().unwrap();
+        assert_eq!(s.to_string(), "0.5/0.35/1");
+        assert_eq!(s, s.to_string().parse().unwrap());
+        assert!("0.5/x".parse::<WidthSpec>().is_err());
+        assert_eq!("0.73".parse::<WidthSpec>().unwrap().key(), "0.73");
+    }
+
+    #[test]
+    fn width_lists_and_grids() {
+        let l = parse_width_list("0.35:1.0:0.05").unwrap();
+        assert_eq!(l.len(), 14);
+        assert_eq!(l[0].key(), "0.35");
+        assert_eq!(l[13].key(), "1");
+        let l = parse_width_list("1.0,0.75,0.5").unwrap();
+        assert_eq!(l.len(), 3);
+        assert!(parse_width_list("1.0,,0.5").is_err());
+        assert!(parse_width_list("0.3:0.2:0.1").is_err());
+        assert!(parse_width_list("0.3:1:0").is_err());
+        let g = WidthRange::new(Width::new(0.25).unwrap(), Width::MAX).unwrap().grid(4);
+        assert_eq!(g.iter().map(|w| w.get()).collect::<Vec<_>>(), vec![0.25, 0.5, 0.75, 1.0]);
+    }
+}
