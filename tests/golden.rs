@@ -139,7 +139,7 @@ fn input(spec: &Value, seed: u64, device: &Device) -> Result<Tensor<4>, String> 
 
 fn values(t: Tensor<2>) -> (Vec<f32>, Vec<usize>) {
     let shape = t.dims().to_vec();
-    (t.into_data().to_vec::<f32>().expect("f32 logits"), shape)
+    (t.into_data().try_to_vec::<f32>().expect("f32 logits"), shape)
 }
 
 fn check_params(report: &mut Report, section: &str, model: &UsNet, stored: &Value) -> Result<(), String> {
@@ -147,7 +147,7 @@ fn check_params(report: &mut Report, section: &str, model: &UsNet, stored: &Valu
     let params: HashMap<String, usnet::layers::AnyTensor> = model.params().into_iter().map(|(n, _, t)| (n, t)).collect();
     for (name, entry) in stored {
         let p = params.get(name).ok_or(format!("{section}: the model has no parameter {name}"))?;
-        let data = p.to_data().to_vec::<f32>().map_err(|e| format!("{name}: {e:?}"))?;
+        let data = p.to_data().try_to_vec::<f32>().map_err(|e| format!("{name}: {e:?}"))?;
         report.tensor(section, name, entry, &data, &p.shape())?;
     }
     if params.len() != stored.len() {
@@ -200,7 +200,7 @@ fn run_file(path: &Path, device: &Device) -> Result<Report, String> {
                     let i = *bn_index.get(name).ok_or(format!("calibration: the model has no BN {name}"))?;
                     let stat = &stats.layers[i];
                     for (what, t) in [("mean", &stat.mean), ("var", &stat.var)] {
-                        let data = t.to_data().to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+                        let data = t.to_data().try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
                         report.tensor("calibration", &format!("{name}.{what}@{spec}"), &entry[what], &data, &t.dims())?;
                     }
                 }

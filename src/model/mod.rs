@@ -5,3 +5,6 @@ mod usnet;
 
 pub use config::{Arch, BlockRow, ModelConfig};
 pub use usnet::{Block, ConvBn, LayerPlan, StageWidths, UsNet};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! Reference-vs-real tests of the US layers and models.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::calibration::{calibrate, CalibratedModel};
+use crate::init::Init;
+use crate::layers::{BnAccumulator, BnMode, UsBatchNorm, UsConv2dConfig};
+use crate::model::{Arch, ModelConfig, UsNet};
+use crate::train::{train_step, Sgd, SgdConfig, StepOptions};
+use crate::width::{slim_channels, Width, WidthSpec};
+use crate::Error;
+
+fn device() -> Device {
+    crate::device::device(None).expect("a backend")
+}
+
+fn random(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> (Vec<f32>, Tensor<4>) {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    (v.clone(), Tensor::from_data(TensorData::new(v, shape), device))
+}
+
+/// Naive dense/grouped conv with padding k/2, in f64.
+fn reference_conv(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], stride: usize, groups: usize) -> Vec<f64> {
+    let [n, c, h, wd] = xs;
+    let [o, ipg, k, _] = ws;
+    let pad = k / 2;
+    let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (wd + 2 * pad - k) / stride + 1);
+    let opg = o / groups;
+    let mut out = vec![0.0; n * o * ho * wo];
+    for b in 0..n {
+        for oc in 0..o {
+            let g = oc / opg;
+            for y in 0..ho {
+                for xx in 0..wo {
+                    let mut acc = 0.0f64;
+                    for i in 0..ipg {
+                        let ic = g * ipg + i;
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (y * stride + ky) as isize - pad as isize;
+                                let ix = (xx * stride + kx) as isize - pad as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[((b * c + ic) * h + iy as usize) * wd + ix as usize];
+                                let wv = w[((oc * ipg + i) * k + ky) * k + kx];
+                                acc += f64::from(xv) * f64::from(wv);
+                            }
+                        }
+                    }
+                    out[((b * o + oc) * ho + y) * wo + xx] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
+    let device = device();
+    let mut rng = StdRng::seed_from_u64(1);
+    for case in 0..24 {
+        let depthwise = case % 3 == 0;
+        let (c_max, o_max) = (rng.random_range(2..20), rng.random_range(2..20));
+        let o_max = if depthwise { c_max } else { o_max };
+        let k = [1, 3][rng.random_range(0..2)];
+        let stride = rng.random_range(1..3);
+        let mut cfg = UsConv2dConfig::new(c_max, o_max, k, stride);
+        cfg.depthwise = depthwise;
+        let conv = cfg.init("conv", &Init::Kaiming { seed: case }, &device);
+        let width: f64 = rng.random_range(0.2..=1.0);
+        let c_in = slim_channels(c_max, width, 1, 1).min(c_max);
+        let c_out = if depthwise { c_in } else { conv.out_channels(c_in, width, 1) };
+        let xs = [2, c_in, rng.random_range(3..8), rng.random_range(3..8)];
+        let (xv, x) = random(&mut rng, xs, &device);
+        let got = conv.forward(x, c_out).into_data().try_to_vec::<f32>().unwrap();
+
+        // The reference uses an explicitly sliced copy of the weight.
+        let full = conv.weight.to_data().try_to_vec::<f32>().unwrap();
+        let [_, ipg_full, _, _] = conv.weight.dims();
+        let ipg = if depthwise { 1 } else { c_in };
+        let mut sliced = Vec::new();
+        for o in 0..c_out {
+            for i in 0..ipg {
+                let start = ((o * ipg_full) + i) * k * k;
+                sliced.extend_from_slice(&full[start..start + k * k]);
+            }
+        }
+        let groups = if depthwise { c_in } else { 1 };
+        let want = reference_conv(&xv, xs, &sliced, [c_out, ipg, k, k], stride, groups);
+        assert_eq!(got.len(), want.len(), "case {case}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((f64::from(*g) - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {case}: {g} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn cumulative_bn_statistics_equal_mean_of_batch_statistics() {
+    let device = device();
+    let mut rng = StdRng::seed_from_u64(2);
+    let bn = UsBatchNorm::init("bn", 0, 12, &Init::Kaiming { seed: 0 }, &device);
+    let mut acc = BnAccumulator::new(1);
+    let c = 7; // a slimmed width: the first 7 of 12 channels
+    let shape = [3, c, 4, 5];
+    let count = (3 * 4 * 5) as f64;
+    let (mut mean_ref, mut var_ref) = (vec![0.0f64; c], vec![0.0f64; c]);
+    let batches = 5;
+    for _ in 0..batches {
+        let (v, x) = random(&mut rng, shape, &device);
+        bn.forward(x, &mut BnMode::Calibrate(&mut acc));
+        for ch in 0..c {
+            let vals: Vec<f64> = (0..3).flat_map(|b| (0..20).map(move |i| (b, i))).map(|(b, i)| f64::from(v[(b * c + ch) * 20 + i])).collect();
+            let m = vals.iter().sum::<f64>() / count;
+            let var = vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (count - 1.0);
+            mean_ref[ch] += m / batches as f64;
+            var_ref[ch] += var / batches as f64;
+        }
+    }
+    assert_eq!(acc.batches(), batches);
+    let stats = acc.finish().expect("one layer, seen");
+    let mean = stats.layers[0].mean.to_data().try_to_vec::<f32>().unwrap();
+    let var = stats.layers[0].var.to_data().try_to_vec::<f32>().unwrap();
+    for ch in 0..c {
+        assert!((f64::from(mean[ch]) - mean_ref[ch]).abs() < 1e-5, "mean {ch}");
+        assert!((f64::from(var[ch]) - var_ref[ch]).abs() < 1e-4, "var {ch}");
+    }
+}
+
+fn small_v2() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::UsMobilenetV2,
+        num_classes: 5,
+        input_channels: 3,
+        divisor: 8,
+        width_range: [0.35, 1.0],
+        block_setting: vec![vec![1, 16, 1, 1], vec![6, 24, 2, 2], vec![6, 32, 1, 1]],
+        stem_channels: 32,
+        stem_stride: 1,
+        last_channels: Some(64),
+    }
+}
+
+#[test]
+fn gradients_outside_the_used_slice_are_exactly_zero() {
+    let device = device();
+    let model = UsNet::init(&small_v2(), &Init::Kaiming { seed: 3 }, &device).unwrap().into_trainable();
+    let mut rng = StdRng::seed_from_u64(3);
+    let (_, x) = random(&mut rng, [4, 3, 8, 8], &device);
+    let spec = WidthSpec::Uniform(Width::new(0.35).unwrap());
+    let plan = model.plan(&spec, [8, 8]).unwrap();
+    let loss = model.forward(x, &spec, &mut BnMode::Train).unwrap().powi_scalar(2).sum();
+    let grads = loss.backward();
+    let mut checked = 0;
+    for (name, _, p) in model.params() {
+        let grad = p.grad_flat(&grads).expect("every parameter takes part at any width");
+        let g = grad.into_data().try_to_vec::<f32>().unwrap();
+        let shape = p.shape();
+        let layer = name.rsplit_once('.').unwrap().0;
+        // The used region: from the conv's plan, or the BN's channel count.
+        let used = |idx: usize| -> bool {
+            if let Some(l) = plan.iter().find(|l| l.name == layer) {
+                let per_out: usize = shape[1..].iter().product();
+                let (o, rest) = (idx / per_out, idx % per_out);
+                let i = if shape.len() == 4 { rest / (shape[2] * shape[3]) } else { rest };
+                let in_used = if l.groups > 1 { 1 } else { l.c_in };
+                let out_used = if shape.len() == 1 { l.c_out } else { l.c_out };
+                return o < out_used && i < in_used;
+            }
+            // A BN: its channels are its conv's outputs (the conv shares the prefix up to the slot).
+            let (prefix, slot) = layer.rsplit_once('.').unwrap();
+            let conv_name = format!("{prefix}.{}", slot.parse::<usize>().unwrap() - 1);
+            let l = plan.iter().find(|l| l.name == conv_name).expect("a BN follows a conv");
+            idx < l.c_out
+        };
+        let mut inside_nonzero = false;
+        for (i, v) in g.iter().enumerate() {
+            if used(i) {
+                inside_nonzero |= *v != 0.0;
+            } else {
+                assert_eq!(*v, 0.0, "{name}[{i}] has a gradient outside the slice");
+            }
+        }
+        assert!(inside_nonzero, "{name} has no gradient inside the slice");
+        checked += 1;
+    }
+    assert_eq!(checked, model.params().len());
+}
+
+#[test]
+fn per_stage_widths_give_each_stage_its_channels() {
+    let device = device();
+    let config = small_v2();
+    let model = UsNet::init(&config, &Init::Kaiming { seed: 4 }, &device).unwrap();
+    let ws = [0.5, 1.0, 0.35, 0.75, 0.6];
+    let spec = WidthSpec::PerStage(ws.iter().map(|w| Width::new(*w).unwrap()).collect());
+    let plan = model.plan(&spec, [8, 8]).unwrap();
+    let by_name = |n: &str| plan.iter().find(|l| l.name == n).unwrap_or_else(|| panic!("{n} in plan"));
+    assert_eq!(by_name("features.0.0").c_out, slim_channels(32, 0.5, 1, 8));
+    // Stage 0 (t=1): depthwise keeps the stem's channels, projection slims to 16 at 1.0.
+    assert_eq!(by_name("features.1.body.0").c_out, slim_channels(32, 0.5, 1, 8));
+    assert_eq!(by_name("features.1.body.3").c_out, 16);
+    // Stage 1 at 0.35: expansion 16*6 with ratio 6, projection 24.
+    assert_eq!(by_name("features.2.body.0").c_out, slim_channels(96, 0.35, 6, 8));
+    assert_eq!(by_name("features.3.body.6").c_out, slim_channels(24, 0.35, 1, 8));
+    // Stage 2 at 0.75, then the head at 0.6.
+    assert_eq!(by_name("features.4.body.6").c_out, slim_channels(32, 0.75, 1, 8));
+    assert_eq!(by_name("features.5.0").c_out, slim_channels(64, 0.6, 1, 8));
+    assert_eq!(by_name("classifier.0").c_in, slim_channels(64, 0.6, 1, 8));
+    // Each layer reads what the one before wrote.
+    for pair in plan.windows(2) {
+        assert_eq!(pair[0].c_out, pair[1].c_in, "{} -> {}", pair[0].name, pair[1].name);
+    }
+    let (_, x) = random(&mut StdRng::seed_from_u64(4), [2, 3, 8, 8], &device);
+    let y = model.forward(x, &spec, &mut BnMode::Train).unwrap();
+    assert_eq!(y.dims(), [2, 5]);
+    // A spec of the wrong length names the layout.
+    let short = WidthSpec::PerStage(vec![Width::new(0.5).unwrap(); 3]);
+    assert!(matches!(model.plan(&short, [8, 8]), Err(Error::SpecLength { expected: 5, got: 3, .. })));
+}
+
+#[test]
+fn widths_outside_the_range_and_bad_inputs_are_errors() {
+    let device = device();
+    let model = UsNet::init(&small_v2(), &Init::Kaiming { seed: 5 }, &device).unwrap();
+    let x = Tensor::<4>::zeros([2, 3, 8, 8], &device);
+    let narrow = WidthSpec::Uniform(Width::new(0.2).unwrap());
+    assert!(matches!(model.forward(x.clone(), &narrow, &mut BnMode::Train), Err(Error::WidthOutOfRange { .. })));
+    let wrong = Tensor::<4>::zeros([2, 1, 8, 8], &device);
+    assert!(matches!(model.forward(wrong, &WidthSpec::Uniform(Width::MAX), &mut BnMode::Train), Err(Error::Shape { .. })));
+    let calibrated = CalibratedModel::new(model.clone());
+    assert!(matches!(calibrated.forward(x, &WidthSpec::Uniform(Width::MAX)), Err(Error::NotCalibrated { .. })));
+}
+
+#[test]
+fn calibrated_eval_uses_each_widths_own_statistics() {
+    let device = device();
+    let model = UsNet::init(&small_v2(), &Init::Kaiming { seed: 6 }, &device).unwrap();
+    let mut rng = StdRng::seed_from_u64(6);
+    let batches: Vec<Tensor<4>> = (0..3).map(|_| random(&mut rng, [4, 3, 8, 8], &device).1).collect();
+    let specs = [WidthSpec::Uniform(Width::MAX), WidthSpec::Uniform(Width::new(0.35).unwrap())];
+    let stats = calibrate(&model, batches.clone(), &specs).unwrap();
+    // The last BN does not slim, yet each width has its own statistics for it.
+    let last = model.num_bn() - 1;
+    // (Its input's mean is zero at every width, as the BN before the 1x1 conv has beta 0,
+    // so compare the variance.)
+    let a = stats[0].layers[last].var.to_data().try_to_vec::<f32>().unwrap();
+    let b = stats[1].layers[last].var.to_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-6));
+    let mut cal = CalibratedModel::new(model);
+    cal.calibrate(batches, &specs).unwrap();
+    assert_eq!(cal.forward(Tensor::zeros([1, 3, 8, 8], &device), &specs[1]).unwrap().dims(), [1, 5]);
+}
+
+#[test]
+fn sgd_step_matches_pytorch_rule_and_nan_loss_is_an_error() {
+    let device = device();
+    let config = small_v2();
+    let mut model = UsNet::init(&config, &Init::Kaiming { seed: 7 }, &device).unwrap().into_trainable();
+    let before = model.clone();
+    let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 0.1 });
+    let mut rng = StdRng::seed_from_u64(7);
+    let (_, x) = random(&mut rng, [4, 3, 8, 8], &device);
+    let labels = [0, 1, 2, 3];
+    let widths = [WidthSpec::Uniform(Width::MAX)];
+    let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.1 };
+    // The gradient of the single width, computed independently.
+    let logits = before.forward(x.clone(), &widths[0], &mut BnMode::Train).unwrap();
+    let targets = crate::train::label_targets(&labels, 5, 0.0, &device).unwrap();
+    let grads = crate::train::soft_cross_entropy(logits, targets).backward();
+    train_step(&mut model, &mut sgd, x.clone(), &labels, &widths, options, 0).unwrap();
+    for ((name, kind, p0), (_, _, p1)) in before.params().iter().zip(model.params()) {
+        let g = p0.grad_flat(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let v0 = p0.to_data().try_to_vec::<f32>().unwrap();
+        let v1 = p1.to_data().try_to_vec::<f32>().unwrap();
+        let wd = if kind.decays() { 0.1 } else { 0.0 };
+        for i in 0..v0.len() {
+            let d = f64::from(g[i]) + wd * f64::from(v0[i]);
+            let want = f64::from(v0[i]) - 0.1 * (d + 0.9 * d); // first step: buf = d
+            assert!((f64::from(v1[i]) - want).abs() < 1e-5, "{name}[{i}]");
+        }
+    }
+    let nan = Tensor::<4>::full([4, 3, 8, 8], f32::NAN, &device);
+    let snapshot = model.params()[0].2.to_data();
+    let err = train_step(&mut model, &mut sgd, nan, &labels, &widths, options, 1).unwrap_err();
+    assert!(matches!(err, Error::NonFiniteLoss { step: 1, .. }), "{err}");
+    assert_eq!(model.params()[0].2.to_data(), snapshot, "a failed step leaves the model unchanged");
+    let bad_labels = [0, 1, 2, 9];
+    assert!(matches!(train_step(&mut model, &mut sgd, x, &bad_labels, &widths, options, 2), Err(Error::Label { label: 9, .. })));
+}
