@@ -50,6 +50,25 @@ impl CalibratedModel {
         CalibratedModel { model: model.into_inference(), stats: BTreeMap::new() }
     }
 
+    /// A model with the statistics stored in a checkpoint.
+    pub fn with_stats(model: UsNet, stats: Vec<(WidthSpec, BnStatistics)>) -> Self {
+        let mut out = CalibratedModel::new(model);
+        for (spec, s) in stats {
+            out.insert(spec, s);
+        }
+        out
+    }
+
+    /// The stored statistics, for saving in a checkpoint.
+    pub fn all_stats(&self) -> Vec<(WidthSpec, BnStatistics)> {
+        self.stats.values().cloned().collect()
+    }
+
+    /// The specs of `specs` that have no statistics yet.
+    pub fn missing(&self, specs: &[WidthSpec]) -> Vec<WidthSpec> {
+        specs.iter().filter(|s| self.stats(s).is_none()).cloned().collect()
+    }
+
     /// Stores the statistics of `spec`, replacing any earlier ones.
     pub fn insert(&mut self, spec: WidthSpec, stats: BnStatistics) {
         self.stats.insert(spec.key(), (spec, stats));
@@ -63,6 +82,32 @@ impl CalibratedModel {
         let stats = calibrate(&self.model, batches, specs)?;
         for (spec, s) in specs.iter().zip(stats) {
             self.insert(spec.clone(), s);
+        }
+        Ok(())
+    }
+
+    /// Gives each spec of `targets` the statistics of `source`, sliced to its channels: one
+    /// set of statistics shared by every width, as when BN statistics are not calibrated
+    /// per width (the paper's "no calibration" ablation; the official v2's last BN).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotCalibrated`] when `source` has no statistics; bad widths.
+    pub fn share_statistics(&mut self, source: &WidthSpec, targets: &[WidthSpec]) -> Result<()> {
+        let from = self.stats(source).cloned().ok_or_else(|| Error::NotCalibrated {
+            width: source.to_string(),
+            stored: self.stats.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        for spec in targets {
+            let plan = self.model.plan(spec, [32, 32])?;
+            let channels = plan.iter().filter(|l| l.kernel > 0).map(|l| l.c_out);
+            let layers = from
+                .layers
+                .iter()
+                .zip(channels)
+                .map(|(s, c)| crate::layers::BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) })
+                .collect();
+            self.insert(spec.clone(), BnStatistics { layers });
         }
         Ok(())
     }

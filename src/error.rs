@@ -53,6 +53,10 @@ pub enum Error {
     #[error("{path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
 
+    /// A dataset that cannot be loaded; the message names the file.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
     /// An I/O failure on a named file.
     #[error("{path}: {source}")]
     Io {

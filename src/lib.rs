@@ -10,9 +10,13 @@
 //! - [`profile`]: MACs and parameters per width.
 
 pub mod calibration;
+pub mod checkpoint;
+pub mod config;
 pub mod data;
+pub mod dataset;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod init;
 pub mod layers;
 pub mod model;

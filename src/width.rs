@@ -187,6 +187,12 @@ impl WidthSpec {
         self.widths().into_iter().try_for_each(|w| range.check(w).map(|_| ()))
     }
 
+    /// The spec with each width to 3 decimals, for progress output.
+    pub fn short(&self) -> String {
+        let parts: Vec<String> = self.widths().iter().map(|w| format!("{:.3}", w.get())).collect();
+        parts.join("/")
+    }
+
     /// The canonical text of the spec, used as the key of its BN statistics.
     pub fn key(&self) -> String {
         self.to_string()

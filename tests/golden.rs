@@ -126,6 +126,7 @@ fn model_config(m: &Value) -> Result<ModelConfig, String> {
             Value::Null => None,
             v => Some(num(v)? as usize),
         },
+        switchable_bn: None,
     })
 }
 
@@ -190,7 +191,7 @@ fn run_file(path: &Path, device: &Device) -> Result<Report, String> {
         let cases = cal["cases"].as_array().ok_or("calibration.cases missing")?;
         let specs = cases.iter().map(|c| width_spec(&c["width"])).collect::<Result<Vec<_>, _>>()?;
         let all_stats = calibrate(&model, batches, &specs).map_err(|e| e.to_string())?;
-        let bn_index: HashMap<String, usize> = model.params().iter().filter(|(n, k, _)| *k == usnet::ParamKind::BnGamma && n.ends_with(".weight")).enumerate().map(|(i, (n, _, _))| (n.trim_end_matches(".weight").to_string(), i)).collect();
+        let bn_index: HashMap<String, usize> = model.bn_names().into_iter().enumerate().map(|(i, n)| (n, i)).collect();
         for ((case, spec), stats) in cases.iter().zip(&specs).zip(&all_stats) {
             let logits = model.forward(eval_x.clone(), spec, &mut BnMode::Eval(stats)).map_err(|e| e.to_string())?;
             let (got, shape) = values(logits);

@@ -2,15 +2,25 @@
 
 use clap::{Parser, Subcommand};
 
+mod calibrate;
+mod eval;
 mod profile;
+mod progress;
+mod train;
 
 /// Universally Slimmable Networks: train once, run at any width.
 ///
 /// One US-Net is trained with the sandwich rule and inplace distillation, its batch-norm
-/// statistics are re-estimated per width after training, and it then runs at any width in
-/// its range (or a width per stage) without retraining.
+/// statistics are re-estimated per width after training (BN post-statistics), and it then
+/// runs at any width in its range, or a width per stage, without retraining.
+///
+/// A typical session:
+///
+///   usnet train --output runs/fmnist          # Fashion-MNIST default, no flags needed
+///   usnet calibrate --checkpoint runs/fmnist  # BN statistics for the width grid
+///   usnet eval --checkpoint runs/fmnist --widths 0.35:1.0:0.05 --json runs/fmnist/eval.json
 #[derive(Debug, Parser)]
-#[command(name = "usnet", version, about, long_about)]
+#[command(name = "usnet", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,6 +28,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train a US-Net (or an S-Net / fixed-width baseline) from a TOML config.
+    Train(train::TrainArgs),
+    /// Compute BN post-statistics for widths and store them in the checkpoint.
+    Calibrate(calibrate::CalibrateArgs),
+    /// Evaluate checkpoints across widths: table, JSON and a top-1 vs MACs plot.
+    Eval(eval::EvalArgs),
     /// Print MACs and parameters of a model at each width.
     ///
     /// Counts multiply-accumulates of every conv and linear layer that runs at the width
@@ -31,6 +47,9 @@ pub enum Command {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Profile(args) => profile::run(args),
     }
 }

@@ -79,15 +79,17 @@ pub enum BnMode<'a> {
     Eval(&'a BnStatistics),
 }
 
-/// Batch norm over the first channels of shared affine parameters.
+/// Batch norm over the first channels of shared affine parameters, or, for an S-Net
+/// (switchable BN), over one private affine pair per width of its list.
 #[derive(Debug, Clone)]
 pub struct UsBatchNorm {
     /// State-dict prefix, e.g. `features.3.body.1`.
     pub name: String,
     /// Position among the model's BN layers, the index into [`BnStatistics::layers`].
     pub index: usize,
-    pub gamma: Tensor<1>,
-    pub beta: Tensor<1>,
+    /// `(gamma, beta)`: one full-width pair shared by all widths (US-Nets), or one pair
+    /// per switch width, each with that width's channel count (S-Nets).
+    pub affine: Vec<(Tensor<1>, Tensor<1>)>,
 }
 
 impl UsBatchNorm {
@@ -95,8 +97,25 @@ impl UsBatchNorm {
     pub fn init(name: &str, index: usize, num_features: usize, init: &Init, device: &Device) -> Self {
         let gamma = new_param(init, &format!("{name}.weight"), ParamKind::BnGamma, &[num_features], device).into_r1();
         let beta = new_param(init, &format!("{name}.bias"), ParamKind::BnBeta, &[num_features], device).into_r1();
-        UsBatchNorm { name: name.to_string(), index, gamma, beta }
+        UsBatchNorm { name: name.to_string(), index, affine: vec![(gamma, beta)] }
     }
+
+    /// Makes this a switchable BN with one private affine pair per entry of `channels`
+    /// (the layer's channel count at each switch width), named `{name}.bn.{i}.weight`
+    /// and `.bias` as the official `SwitchableBatchNorm2d`.
+    pub fn make_switchable(&mut self, channels: &[usize], init: &Init, device: &Device) {
+        self.affine = channels
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let prefix = format!("{}.bn.{i}", self.name);
+                let g = new_param(init, &format!("{prefix}.weight"), ParamKind::BnGamma, &[c], device).into_r1();
+                let b = new_param(init, &format!("{prefix}.bias"), ParamKind::BnBeta, &[c], device).into_r1();
+                (g, b)
+            })
+            .collect();
+    }
+
 
     /// Normalises the first `c` channels, `c` being the input's channel count.
     ///
@@ -108,13 +127,16 @@ impl UsBatchNorm {
     ///
     /// In eval mode, panics if the stored statistics of this layer do not have `c` channels;
     /// [`crate::model::UsNet`] checks the width spec before it runs.
-    pub fn forward(&self, x: Tensor<4>, mode: &mut BnMode) -> Tensor<4> {
+    ///
+    /// `switch` selects the private affine pair of an S-Net (0 for a US-Net).
+    pub fn forward(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize) -> Tensor<4> {
         let c = x.dims()[1];
-        let full = self.gamma.dims()[0];
+        let (gamma, beta) = &self.affine[switch];
+        let full = gamma.dims()[0];
         let (gamma, beta) = if c == full {
-            (self.gamma.clone(), self.beta.clone())
+            (gamma.clone(), beta.clone())
         } else {
-            (self.gamma.clone().slice([0..c]), self.beta.clone().slice([0..c]))
+            (gamma.clone().slice([0..c]), beta.clone().slice([0..c]))
         };
         match mode {
             BnMode::Train => batch_norm_train(x, gamma, beta, BN_EPS).output,
@@ -135,7 +157,11 @@ impl UsBatchNorm {
     }
 
     pub(crate) fn map_params(&mut self, f: &mut ParamFn) {
-        self.gamma = f(&format!("{}.weight", self.name), ParamKind::BnGamma, AnyTensor::R1(self.gamma.clone())).into_r1();
-        self.beta = f(&format!("{}.bias", self.name), ParamKind::BnBeta, AnyTensor::R1(self.beta.clone())).into_r1();
+        let switchable = self.affine.len() > 1;
+        for (i, (gamma, beta)) in self.affine.iter_mut().enumerate() {
+            let prefix = if switchable { format!("{}.bn.{i}", self.name) } else { self.name.clone() };
+            *gamma = f(&format!("{prefix}.weight"), ParamKind::BnGamma, AnyTensor::R1(gamma.clone())).into_r1();
+            *beta = f(&format!("{prefix}.bias"), ParamKind::BnBeta, AnyTensor::R1(beta.clone())).into_r1();
+        }
     }
 }

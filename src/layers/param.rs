@@ -111,21 +111,28 @@ impl AnyTensor {
         g.map(AnyTensor::flatten)
     }
 
-    pub(crate) fn into_r1(self) -> Tensor<1> {
+    /// The rank-1 tensor.
+    ///
+    /// # Panics
+    ///
+    /// On another rank.
+    pub fn into_r1(self) -> Tensor<1> {
         match self {
             AnyTensor::R1(t) => t,
             other => panic!("expected a rank-1 parameter, got shape {:?}", other.shape()),
         }
     }
 
-    pub(crate) fn into_r2(self) -> Tensor<2> {
+    /// The rank-2 tensor; panics on another rank.
+    pub fn into_r2(self) -> Tensor<2> {
         match self {
             AnyTensor::R2(t) => t,
             other => panic!("expected a rank-2 parameter, got shape {:?}", other.shape()),
         }
     }
 
-    pub(crate) fn into_r4(self) -> Tensor<4> {
+    /// The rank-4 tensor; panics on another rank.
+    pub fn into_r4(self) -> Tensor<4> {
         match self {
             AnyTensor::R4(t) => t,
             other => panic!("expected a rank-4 parameter, got shape {:?}", other.shape()),

@@ -75,6 +75,11 @@ pub struct ModelConfig {
     /// v2's last 1x1 conv; must be absent for v1.
     #[serde(default)]
     pub last_channels: Option<usize>,
+    /// S-Nets: switchable BN with private BN parameters for each of these widths; the
+    /// model then runs only at them. Absent for US-Nets. Set from the experiment's
+    /// `width_mult_list` when `mode = "slimmable"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switchable_bn: Option<Vec<f64>>,
 }
 
 impl ModelConfig {
@@ -91,6 +96,7 @@ impl ModelConfig {
                 stem_channels: 32,
                 stem_stride: 2,
                 last_channels: None,
+                switchable_bn: None,
             },
             Arch::UsMobilenetV2 => ModelConfig {
                 arch,
@@ -110,6 +116,7 @@ impl ModelConfig {
                 stem_channels: 32,
                 stem_stride: 2,
                 last_channels: Some(1280),
+                switchable_bn: None,
             },
         }
     }
@@ -154,6 +161,15 @@ impl ModelConfig {
         }
         if self.input_channels == 0 || self.stem_channels == 0 || self.stem_stride == 0 || self.divisor == 0 {
             return bad("input_channels, stem_channels, stem_stride and divisor must be at least 1");
+        }
+        if let Some(ws) = &self.switchable_bn {
+            if ws.is_empty() {
+                return bad("switchable_bn needs at least one width");
+            }
+            let range = self.range()?;
+            for &w in ws {
+                range.check(Width::new(w)?)?;
+            }
         }
         match (self.arch, self.last_channels) {
             (Arch::UsMobilenetV2, None) | (Arch::UsMobilenetV2, Some(0)) => {

@@ -112,7 +112,7 @@ fn cumulative_bn_statistics_equal_mean_of_batch_statistics() {
     let batches = 5;
     for _ in 0..batches {
         let (v, x) = random(&mut rng, shape, &device);
-        bn.forward(x, &mut BnMode::Calibrate(&mut acc));
+        bn.forward(x, &mut BnMode::Calibrate(&mut acc), 0);
         for ch in 0..c {
             let vals: Vec<f64> = (0..3).flat_map(|b| (0..20).map(move |i| (b, i))).map(|(b, i)| f64::from(v[(b * c + ch) * 20 + i])).collect();
             let m = vals.iter().sum::<f64>() / count;
@@ -142,6 +142,7 @@ fn small_v2() -> ModelConfig {
         stem_channels: 32,
         stem_stride: 1,
         last_channels: Some(64),
+        switchable_bn: None,
     }
 }
 
@@ -292,4 +293,26 @@ fn sgd_step_matches_pytorch_rule_and_nan_loss_is_an_error() {
     assert_eq!(model.params()[0].2.to_data(), snapshot, "a failed step leaves the model unchanged");
     let bad_labels = [0, 1, 2, 9];
     assert!(matches!(train_step(&mut model, &mut sgd, x, &bad_labels, &widths, options, 2), Err(Error::Label { label: 9, .. })));
+}
+
+#[test]
+fn switchable_bn_has_private_parameters_per_width() {
+    let device = device();
+    let mut config = small_v2();
+    config.switchable_bn = Some(vec![1.0, 0.5, 0.35]);
+    let model = UsNet::init(&config, &Init::Kaiming { seed: 8 }, &device).unwrap().into_trainable();
+    let names: Vec<String> = model.params().into_iter().map(|(n, _, _)| n).collect();
+    assert!(names.contains(&"features.0.1.bn.2.weight".to_string()), "official S-Net names");
+    assert!(!names.contains(&"features.0.1.weight".to_string()));
+    let (_, x) = random(&mut StdRng::seed_from_u64(8), [2, 3, 8, 8], &device);
+    let half = WidthSpec::Uniform(Width::new(0.5).unwrap());
+    let grads = model.forward(x.clone(), &half, &mut BnMode::Train).unwrap().sum().backward();
+    for (name, _, p) in model.params() {
+        let has = p.grad_flat(&grads).is_some();
+        if name.contains(".bn.") {
+            assert_eq!(has, name.contains(".bn.1."), "{name}: only width 0.5's BN learns");
+        }
+    }
+    let other = WidthSpec::Uniform(Width::new(0.75).unwrap());
+    assert!(matches!(model.forward(x, &other, &mut BnMode::Train), Err(Error::InvalidConfig(_))));
 }

@@ -18,8 +18,8 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    fn forward(&self, x: Tensor<4>, c_out: usize, mode: &mut BnMode) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x, c_out), mode);
+    fn forward(&self, x: Tensor<4>, c_out: usize, mode: &mut BnMode, switch: usize) -> Tensor<4> {
+        let y = self.bn.forward(self.conv.forward(x, c_out), mode, switch);
         if self.relu6 { relu6(y) } else { y }
     }
 
@@ -172,7 +172,55 @@ impl UsNet {
         }
         let head = built.next();
         let classifier = UsLinear::init("classifier.0", channels, config.num_classes, init, device);
-        Ok(UsNet { config: config.clone(), range: config.range()?, stem, blocks, head, classifier, num_bn })
+        let mut model = UsNet { config: config.clone(), range: config.range()?, stem, blocks, head, classifier, num_bn };
+        if let Some(widths) = &config.switchable_bn {
+            // Each BN's channel count at each switch width is its conv's output there.
+            let mut per_bn = vec![Vec::new(); num_bn];
+            for &w in widths {
+                let plan = model.plan(&WidthSpec::Uniform(Width::new(w)?), [32, 32])?;
+                let convs = plan.iter().filter(|l| l.kernel > 0);
+                for (slot, layer) in per_bn.iter_mut().zip(convs) {
+                    slot.push(layer.c_out);
+                }
+            }
+            for (bn, channels) in model.bn_layers_mut().into_iter().zip(per_bn) {
+                bn.make_switchable(&channels, init, device);
+            }
+        }
+        Ok(model)
+    }
+
+    fn bn_layers_mut(&mut self) -> Vec<&mut UsBatchNorm> {
+        let mut out = vec![&mut self.stem.bn];
+        for b in &mut self.blocks {
+            if let Some(e) = &mut b.expand {
+                out.push(&mut e.bn);
+            }
+            out.push(&mut b.depthwise.bn);
+            out.push(&mut b.project.bn);
+        }
+        if let Some(h) = &mut self.head {
+            out.push(&mut h.bn);
+        }
+        out
+    }
+
+    /// The switchable-BN index of `spec` for an S-Net (0 for a US-Net).
+    ///
+    /// # Errors
+    ///
+    /// For an S-Net, a width that is not one of its switch widths.
+    pub fn switch_index(&self, spec: &WidthSpec) -> Result<usize> {
+        let Some(widths) = &self.config.switchable_bn else { return Ok(0) };
+        let found = match spec {
+            WidthSpec::Uniform(w) => widths.iter().position(|s| (s - w.get()).abs() < 1e-9),
+            WidthSpec::PerStage(_) => None,
+        };
+        found.ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "this S-Net has switchable BN for widths {widths:?} only; width {spec} is not one of them"
+            ))
+        })
     }
 
     /// The configuration the model was built from.
@@ -188,6 +236,21 @@ impl UsNet {
     /// Number of BN layers (the length of a [`crate::layers::BnStatistics`]).
     pub fn num_bn(&self) -> usize {
         self.num_bn
+    }
+
+    /// The state-dict prefix of each BN layer, in the order of
+    /// [`crate::layers::BnStatistics::layers`].
+    pub fn bn_names(&self) -> Vec<String> {
+        let mut layers = vec![&self.stem];
+        for b in &self.blocks {
+            layers.extend(b.expand.iter());
+            layers.push(&b.depthwise);
+            layers.push(&b.project);
+        }
+        layers.extend(self.head.iter());
+        let names: Vec<String> = layers.iter().map(|l| l.bn.name.clone()).collect();
+        debug_assert!(layers.iter().enumerate().all(|(i, l)| l.bn.index == i));
+        names
     }
 
     /// Number of block-table stages.
@@ -297,23 +360,24 @@ impl UsNet {
             )));
         }
         let plan = self.plan(spec, [dims[2], dims[3]])?;
+        let sw = self.switch_index(spec)?;
         let mut outs = plan.iter().map(|p| p.c_out);
         let mut next = move || outs.next().expect("the plan lists every layer");
 
-        let mut x = self.stem.forward(x, next(), mode);
+        let mut x = self.stem.forward(x, next(), mode, sw);
         for block in &self.blocks {
             let input = x.clone();
             if let Some(e) = &block.expand {
-                x = e.forward(x, next(), mode);
+                x = e.forward(x, next(), mode, sw);
             }
-            x = block.depthwise.forward(x, next(), mode);
-            x = block.project.forward(x, next(), mode);
+            x = block.depthwise.forward(x, next(), mode, sw);
+            x = block.project.forward(x, next(), mode, sw);
             if block.residual {
                 x = add_first_channels(x, input);
             }
         }
         if let Some(head) = &self.head {
-            x = head.forward(x, next(), mode);
+            x = head.forward(x, next(), mode, sw);
         }
         let [n, c, _, _] = x.dims();
         let pooled = x.mean_dims(&[2, 3]).reshape([n, c]);

@@ -1,0 +1,58 @@
+//! `usnet calibrate`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use usnet::checkpoint::{resolve, Checkpoint};
+use usnet::dataset::{first_batches, ExperimentData};
+use usnet::CalibratedModel;
+
+use super::eval::parse_widths;
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  usnet calibrate --checkpoint runs/default\n  usnet calibrate --checkpoint runs/default --widths 0.35:1.0:0.05 --batches 16\n  usnet calibrate --checkpoint runs/default --widths 0.5/0.35/0.5/0.75/1.0/1.0   # per stage")]
+pub struct CalibrateArgs {
+    /// Checkpoint file, or a run directory holding checkpoint.safetensors.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// `grid` (the config's width_mult_list, default), a list (1.0,0.75,0.5), a grid
+    /// MIN:MAX:STEP, or per-stage specs (stem/stage.../head, '/' separated).
+    #[arg(long, default_value = "grid")]
+    widths: String,
+    /// Training batches per width (default: the config's bn_cal_batch_num).
+    #[arg(long)]
+    batches: Option<usize>,
+}
+
+pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
+    let path = resolve(&args.checkpoint);
+    let device = usnet::device::device(None)?;
+    let mut ck = Checkpoint::load(&path, &device)?;
+    let specs = parse_widths(&args.widths, &ck.config)?;
+    let batches = args.batches.unwrap_or(ck.config.bn_cal_batch_num);
+    anyhow::ensure!(batches >= 1, "--batches must be at least 1");
+    let data = ExperimentData::load(&ck.config).context("loading the calibration data")?;
+    let start = std::time::Instant::now();
+    let inputs = first_batches(&data.calibration, batches, &device)?;
+    let mut cal = CalibratedModel::with_stats(ck.model.clone(), ck.bn_stats.clone());
+    let pb = super::progress::bar(specs.len() as u64, "calibrate");
+    for spec in &specs {
+        pb.set_message(format!("width {spec}"));
+        cal.calibrate(inputs.clone(), std::slice::from_ref(spec)).with_context(|| format!("calibrating width {spec}"))?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    ck.bn_stats = cal.all_stats();
+    ck.save(&path)?;
+    eprintln!(
+        "calibrated {} width(s) over {} batch(es) of {} in {:.1}s; {} width(s) stored in {}",
+        specs.len(),
+        inputs.len(),
+        ck.config.batch_size,
+        start.elapsed().as_secs_f64(),
+        ck.bn_stats.len(),
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The in-memory [`Dataset`] type shared by every format, and file helpers.
+
+use std::borrow::Cow;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::error::{DataError, Result};
+
+/// One image as u8 pixels in CHW order (`data.len() == channels * height * width`).
+#[derive(Debug, Clone)]
+pub struct ImageView<'a> {
+    pub data: Cow<'a, [u8]>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Where the pixels of a [`Dataset`] live.
+#[derive(Debug, Clone)]
+enum Pixels {
+    /// All images share one shape; `data` is N*C*H*W bytes, NCHW.
+    Dense {
+        data: Vec<u8>,
+        height: usize,
+        width: usize,
+    },
+    /// One file per image (varying sizes), decoded to RGB on access.
+    Files(Vec<PathBuf>),
+}
+
+/// N labelled images with `num_classes` classes.
+///
+/// Invariants (checked by every constructor): at least one sample, one label
+/// per image, every label `< num_classes`, and for dense storage exactly
+/// `N * C * H * W` pixel bytes.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pixels: Pixels,
+    labels: Vec<u32>,
+    num_classes: usize,
+    channels: usize,
+}
+
+/// A train split and a test (or validation) split of one dataset.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    pub train: Dataset,
+    pub test: Dataset,
+}
+
+impl Dataset {
+    /// Builds a dense dataset from NCHW u8 pixels. `source` names where the
+    /// data came from and is used in error messages.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_u8(
+        data: Vec<u8>,
+        labels: Vec<u32>,
+        num_classes: usize,
+        channels: usize,
+        height: usize,
+        width: usize,
+        source: &Path,
+    ) -> Result<Self> {
+        if labels.is_empty() {
+            return Err(DataError::Empty {
+                path: source.to_path_buf(),
+                what: "sample".into(),
+            });
+        }
+        if channels == 0 || height == 0 || width == 0 {
+            return Err(DataError::BadHeader {
+                path: source.to_path_buf(),
+                reason: format!("image shape ({channels}, {height}, {width}) has a zero dimension"),
+            });
+        }
+        let per_image = channels * height * width;
+        let expected = per_image as u64 * labels.len() as u64;
+        let found = data.len() as u64;
+        if found < expected {
+            return Err(DataError::Truncated {
+                path: source.to_path_buf(),
+                expected,
+                found,
+            });
+        }
+        if found > expected {
+            return Err(DataError::TrailingData {
+                path: source.to_path_buf(),
+                expected,
+                found,
+            });
+        }
+        check_labels(&labels, num_classes, source)?;
+        Ok(Self {
+            pixels: Pixels::Dense {
+                data,
+                height,
+                width,
+            },
+            labels,
+            num_classes,
+            channels,
+        })
+    }
+
+    /// Builds a dataset of RGB image files decoded on access (see [`Dataset::image`]).
+    pub fn from_files(
+        files: Vec<PathBuf>,
+        labels: Vec<u32>,
+        num_classes: usize,
+        source: &Path,
+    ) -> Result<Self> {
+        if files.is_empty() {
+            return Err(DataError::Empty {
+                path: source.to_path_buf(),
+                what: "image file".into(),
+            });
+        }
+        if files.len() != labels.len() {
+            return Err(DataError::CountMismatch {
+                images_path: source.to_path_buf(),
+                images: files.len(),
+                labels_path: source.to_path_buf(),
+                labels: labels.len(),
+            });
+        }
+        check_labels(&labels, num_classes, source)?;
+        Ok(Self {
+            pixels: Pixels::Files(files),
+            labels,
+            num_classes,
+            channels: 3,
+        })
+    }
+
+    /// Number of samples (always > 0).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Always false: constructors reject empty datasets.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// `Some((height, width))` when all images share one size, `None` for image folders.
+    pub fn size(&self) -> Option<(usize, usize)> {
+        match &self.pixels {
+            Pixels::Dense { height, width, .. } => Some((*height, *width)),
+            Pixels::Files(_) => None,
+        }
+    }
+
+    /// All labels, in sample order.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// Label of sample `i`; `None` when `i >= len()`.
+    pub fn label(&self, i: usize) -> Option<u32> {
+        self.labels.get(i).copied()
+    }
+
+    /// Pixels of sample `i` (CHW u8). Borrowed for dense data; decoded from
+    /// disk to RGB for image folders, so it may fail with [`DataError::Decode`].
+    pub fn image(&self, i: usize) -> Result<ImageView<'_>> {
+        if i >= self.len() {
+            return Err(DataError::Config(format!(
+                "sample index {i} out of range: dataset has {} samples",
+                self.len()
+            )));
+        }
+        match &self.pixels {
+            Pixels::Dense {
+                data,
+                height,
+                width,
+            } => {
+                let n = self.channels * height * width;
+                Ok(ImageView {
+                    data: Cow::Borrowed(&data[i * n..(i + 1) * n]),
+                    channels: self.channels,
+                    height: *height,
+                    width: *width,
+                })
+            }
+            Pixels::Files(files) => decode_rgb(&files[i]),
+        }
+    }
+
+    /// The file backing sample `i`, for image-folder datasets.
+    pub fn file(&self, i: usize) -> Option<&Path> {
+        match &self.pixels {
+            Pixels::Files(files) => files.get(i).map(PathBuf::as_path),
+            Pixels::Dense { .. } => None,
+        }
+    }
+}
+
+impl Splits {
+    /// Checks that train and test agree on class count, channels and (when
+    /// fixed) image size; `test_path` is named in the error.
+    pub(crate) fn new(train: Dataset, test: Dataset, test_path: &Path) -> Result<Self> {
+        if let (Some((th, tw)), Some((sh, sw))) = (train.size(), test.size())
+            && (th, tw, train.channels) != (sh, sw, test.channels)
+        {
+            return Err(DataError::ShapeMismatch {
+                path: test_path.to_path_buf(),
+                expected: [train.channels, th, tw],
+                found: [test.channels, sh, sw],
+            });
+        }
+        Ok(Self { train, test })
+    }
+}
+
+fn check_labels(labels: &[u32], num_classes: usize, source: &Path) -> Result<()> {
+    match labels.iter().position(|&l| l as usize >= num_classes) {
+        Some(index) => Err(DataError::LabelOutOfRange {
+            path: source.to_path_buf(),
+            index,
+            label: labels[index],
+            num_classes,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Decodes an image file to RGB, CHW u8.
+pub(crate) fn decode_rgb(path: &Path) -> Result<ImageView<'static>> {
+    let reader = image::ImageReader::open(path)
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .with_guessed_format()
+        .map_err(|source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let img = reader
+        .decode()
+        .map_err(|source| DataError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let hwc = img.into_raw();
+    let mut chw = vec![0u8; hwc.len()];
+    let plane = h * w;
+    for (p, px) in hwc.chunks_exact(3).enumerate() {
+        chw[p] = px[0];
+        chw[plane + p] = px[1];
+        chw[2 * plane + p] = px[2];
+    }
+    Ok(ImageView {
+        data: Cow::Owned(chw),
+        channels: 3,
+        height: h,
+        width: w,
+    })
+}
+
+/// Reads a whole file, gunzipping it when its name ends in `.gz` or its
+/// content starts with the gzip magic bytes.
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let named_gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    if !(named_gz || raw.starts_with(&[0x1f, 0x8b])) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|source| DataError::Gzip {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(out)
+}
+
+/// `dir/name`, or a [`DataError::Missing`] naming it (with `hint`) when it is not a file.
+pub(crate) fn require_file(dir: &Path, name: &str, what: &str, hint: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(DataError::Missing {
+            path,
+            what: what.to_string(),
+            hint: hint.to_string(),
+        })
+    }
+}

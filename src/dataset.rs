@@ -1,0 +1,78 @@
+//! The bridge from [`crate::data`] (plain buffers) to tensors, per experiment config.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::TrainConfig;
+use crate::data::{Batch, DatasetKind, Loader, LoaderConfig, Splits};
+use crate::error::{Error, Result};
+
+/// The loaders of an experiment.
+pub struct ExperimentData {
+    pub kind: DatasetKind,
+    /// Training images with training augmentation, shuffled.
+    pub train: Loader,
+    /// Test images with evaluation preprocessing, in order.
+    pub test: Loader,
+    /// Training images with training augmentation, for BN calibration (as the official
+    /// code calibrates on the training loader), shuffled with a fixed seed.
+    pub calibration: Loader,
+}
+
+impl ExperimentData {
+    /// Loads the config's dataset and checks that it fits the model.
+    ///
+    /// # Errors
+    ///
+    /// A missing or corrupt file (named), or a dataset whose channels or classes do not
+    /// match the model's.
+    pub fn load(config: &TrainConfig) -> Result<Self> {
+        let kind = config.dataset_kind()?;
+        let dir = config.data_dir()?;
+        let Splits { train, test } = kind.load(&dir)?;
+        let (channels, classes) = (train.channels(), train.num_classes());
+        if channels != config.model.input_channels {
+            return Err(Error::InvalidConfig(format!(
+                "{} in {} has {channels} channel(s) but model.input_channels = {}",
+                kind,
+                dir.display(),
+                config.model.input_channels
+            )));
+        }
+        if classes > config.model.num_classes {
+            return Err(Error::InvalidConfig(format!(
+                "{} in {} has {classes} classes but model.num_classes = {}",
+                kind,
+                dir.display(),
+                config.model.num_classes
+            )));
+        }
+        let limit = |n: usize| (n > 0).then_some(n);
+        let train = Arc::new(train);
+        let mut train_cfg = LoaderConfig::train(config.batch_size, config.random_seed);
+        train_cfg.workers = config.data_loader_workers;
+        train_cfg.limit = limit(config.train_subset);
+        let mut cal_cfg = train_cfg.clone();
+        cal_cfg.seed = config.random_seed.wrapping_add(0x5EED);
+        let mut test_cfg = LoaderConfig::eval(config.batch_size);
+        test_cfg.workers = config.data_loader_workers;
+        test_cfg.limit = limit(config.test_subset);
+        Ok(ExperimentData {
+            kind,
+            train: Loader::new(train.clone(), kind.train_transform(), train_cfg)?,
+            test: Loader::new(Arc::new(test), kind.eval_transform(), test_cfg)?,
+            calibration: Loader::new(train, kind.train_transform(), cal_cfg)?,
+        })
+    }
+}
+
+/// A batch's images as a tensor on `device`.
+pub fn images(batch: &Batch, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape), device)
+}
+
+/// The first `n` batches of epoch 0 of `loader`, as tensors (fewer if the epoch is shorter).
+pub fn first_batches(loader: &Loader, n: usize, device: &Device) -> Result<Vec<Tensor<4>>> {
+    loader.epoch(0).take(n).map(|b| Ok(images(&b?, device))).collect()
+}
