@@ -197,3 +197,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calibration::calibrate;
+    use crate::config::DEFAULT_CONFIG;
+
+    #[test]
+    fn round_trip_and_truncation() {
+        let device = crate::device::device(None).unwrap();
+        let config = TrainConfig::from_toml(DEFAULT_CONFIG, "default").unwrap();
+        let model = UsNet::init(&config.model, &Init::Kaiming { seed: 1 }, &device).unwrap();
+        let spec: WidthSpec = "0.5".parse().unwrap();
+        let x = Tensor::<4>::ones([2, 1, 28, 28], &device);
+        let stats = calibrate(&model, vec![x.clone()], std::slice::from_ref(&spec)).unwrap().remove(0);
+        let (name, _, p) = model.params().remove(3);
+        let n: usize = p.shape().iter().product();
+        let momentum = HashMap::from([(name.clone(), Tensor::<1>::ones([n], &device))]);
+        let state = TrainState { epoch: 2, batch: 5, step: 17, finished: false };
+        let ck = Checkpoint { config, state, model, momentum, bn_stats: vec![(spec.clone(), stats)] };
+        let dir = std::env::temp_dir().join(format!("usnet-ck-{}", std::process::id()));
+        let path = dir.join(FILE_NAME);
+        ck.save(&path).unwrap();
+        let back = Checkpoint::load(&dir, &device).unwrap();
+        assert_eq!(back.state, state);
+        assert_eq!(back.config, ck.config);
+        for ((n1, _, a), (n2, _, b)) in ck.model.params().iter().zip(back.model.params()) {
+            assert_eq!(n1, &n2);
+            assert_eq!(a.to_data(), b.to_data(), "{n1}");
+        }
+        assert_eq!(back.momentum[&name].to_data(), ck.momentum[&name].to_data());
+        assert_eq!(back.bn_stats[0].0, spec);
+        assert_eq!(back.bn_stats[0].1.layers[4].var.to_data(), ck.bn_stats[0].1.layers[4].var.to_data());
+
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = Checkpoint::load(&path, &device).unwrap_err().to_string();
+            assert!(err.contains("checkpoint.safetensors"), "cut {cut}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -296,6 +296,21 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(c.model.switchable_bn.is_some(), c.mode == TrainingMode::Slimmable, "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 8, "only {n} configs");
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let text = format!("soft_target = true\n{DEFAULT_CONFIG}");
         let err = TrainConfig::from_toml(&text, "exp.toml").unwrap_err().to_string();

@@ -9,6 +9,7 @@
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`profile`]: MACs and parameters per width.
 
+pub mod bench;
 pub mod calibration;
 pub mod checkpoint;
 pub mod config;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod calibrate;
 mod eval;
 mod profile;
@@ -34,6 +35,8 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Evaluate checkpoints across widths: table, JSON and a top-1 vs MACs plot.
     Eval(eval::EvalArgs),
+    /// Time training, calibration and inference against PyTorch, in the same run.
+    Bench(bench::BenchArgs),
     /// Print MACs and parameters of a model at each width.
     ///
     /// Counts multiply-accumulates of every conv and linear layer that runs at the width
@@ -51,5 +54,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Calibrate(args) => calibrate::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
