@@ -49,6 +49,8 @@ pub fn device(name: Option<&str>) -> Result<Device> {
         #[cfg(feature = "wgpu")]
         "wgpu" => Device::wgpu(Default::default()),
         #[cfg(feature = "tch")]
+        // burn 0.22 deprecates burn-tch, but it is the libtorch backend this crate offers.
+        #[allow(deprecated)]
         "tch" => Device::libtorch(),
         #[cfg(feature = "flex")]
         "flex" => Device::flex(),

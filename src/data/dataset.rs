@@ -234,18 +234,15 @@ fn check_labels(labels: &[u32], num_classes: usize, source: &Path) -> Result<()>
     }
 }
 
+/// Opens an image file, guessing its format from its contents.
+pub(crate) fn open_image(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>> {
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)
+}
+
 /// Decodes an image file to RGB, CHW u8.
 pub(crate) fn decode_rgb(path: &Path) -> Result<ImageView<'static>> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let reader = open_image(path)?;
     let img = reader
         .decode()
         .map_err(|source| DataError::Decode {

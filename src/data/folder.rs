@@ -125,16 +125,7 @@ fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Reads only the header: the file must be a PNG/JPEG with non-zero size.
 fn check_header(path: &Path) -> Result<()> {
-    let (w, h) = image::ImageReader::open(path)
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .with_guessed_format()
-        .map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+    let (w, h) = super::dataset::open_image(path)?
         .into_dimensions()
         .map_err(|source| DataError::Decode {
             path: path.to_path_buf(),
