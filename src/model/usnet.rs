@@ -105,72 +105,59 @@ impl UsNet {
     pub fn init(config: &ModelConfig, init: &Init, device: &Device) -> Result<Self> {
         config.validate()?;
         let rows = config.rows()?;
-        let d = config.divisor;
-        // First the layout (conv names, BN slots, configs), then the layers themselves.
-        let mut specs: Vec<(String, UsConv2dConfig, bool)> = Vec::new();
-        let push = |specs: &mut Vec<_>, name: String, cfg: UsConv2dConfig, relu: bool| specs.push((name, cfg, relu));
+        let mut num_bn = 0;
+        // A conv named `conv`, then its BN named `bn`, numbered in forward order.
+        let mut conv_bn = |conv: String, bn: String, cfg: UsConv2dConfig, relu6: bool| {
+            let layer = ConvBn {
+                conv: cfg.init(&conv, init, device),
+                bn: UsBatchNorm::init(&bn, num_bn, cfg.out_channels, init, device),
+                relu6,
+            };
+            num_bn += 1;
+            layer
+        };
         let stem_out = config.stem_out();
-        let mut stem_cfg = UsConv2dConfig::new(config.input_channels, stem_out, 3, config.stem_stride);
-        stem_cfg.slim_out = true;
-        push(&mut specs, "features.0".into(), stem_cfg, true);
+        let stem_cfg = UsConv2dConfig::new(config.input_channels, stem_out, 3, config.stem_stride);
+        let stem = conv_bn("features.0.0".into(), "features.0.1".into(), stem_cfg, true);
 
-        let mut block_layout = Vec::new(); // (stage, has_expand, residual)
+        let v2 = config.arch == Arch::UsMobilenetV2;
+        let mut blocks = Vec::new();
         let mut channels = stem_out;
-        let mut index = 1;
         for (stage, row) in rows.iter().enumerate() {
-            let outp = crate::width::make_divisible(row.c as f64, d);
+            let outp = crate::width::make_divisible(row.c as f64, config.divisor);
             for i in 0..row.n {
                 let stride = if i == 0 { row.s } else { 1 };
-                let prefix = format!("features.{index}.body");
-                let hidden = channels * row.t;
-                let expand = config.arch == Arch::UsMobilenetV2 && row.t != 1;
+                let body = format!("features.{}.body", blocks.len() + 1);
+                // Sequential slots: conv, BN, ReLU6 per layer, so layer k's conv is 3k.
                 let mut slot = 0;
-                if expand {
+                let mut next = |cfg: UsConv2dConfig, relu6: bool| {
+                    let layer = conv_bn(format!("{body}.{slot}"), format!("{body}.{}", slot + 1), cfg, relu6);
+                    slot += 3;
+                    layer
+                };
+                let hidden = channels * row.t;
+                let expand = (v2 && row.t != 1).then(|| {
                     let mut c = UsConv2dConfig::new(channels, hidden, 1, 1);
                     c.out_ratio = row.t;
-                    push(&mut specs, format!("{prefix}.{slot}"), c, true);
-                    slot += 3;
-                }
+                    next(c, true)
+                });
                 let mut dw = UsConv2dConfig::new(hidden, hidden, 3, stride);
                 dw.depthwise = true;
                 dw.out_ratio = row.t;
-                push(&mut specs, format!("{prefix}.{slot}"), dw, true);
-                slot += 3;
-                let pw = UsConv2dConfig::new(hidden, outp, 1, 1);
-                push(&mut specs, format!("{prefix}.{slot}"), pw, config.arch == Arch::UsMobilenetV1);
-                let residual = config.arch == Arch::UsMobilenetV2 && stride == 1 && channels == outp;
-                block_layout.push((stage, expand, residual));
+                let depthwise = next(dw, true);
+                // v1 ends a block with ReLU6; v2's projection is linear.
+                let project = next(UsConv2dConfig::new(hidden, outp, 1, 1), !v2);
+                let residual = v2 && stride == 1 && channels == outp;
+                blocks.push(Block { stage, expand, depthwise, project, residual });
                 channels = outp;
-                index += 1;
             }
         }
-        if let Some(last) = config.last_channels {
-            push(&mut specs, format!("features.{index}"), UsConv2dConfig::new(channels, last, 1, 1), true);
+        let head = config.last_channels.map(|last| {
+            let name = format!("features.{}", blocks.len() + 1);
+            let layer = conv_bn(format!("{name}.0"), format!("{name}.1"), UsConv2dConfig::new(channels, last, 1, 1), true);
             channels = last;
-        }
-
-        let num_bn = specs.len();
-        let mut built = specs.into_iter().enumerate().map(|(bn_index, (name, cfg, relu6))| {
-            let (conv_name, bn_name) = if name.contains(".body.") {
-                let (head, slot) = name.rsplit_once('.').expect("block layer names end in a slot");
-                let slot: usize = slot.parse().expect("slots are numbers");
-                (name.clone(), format!("{head}.{}", slot + 1))
-            } else {
-                (format!("{name}.0"), format!("{name}.1"))
-            };
-            let conv = cfg.init(&conv_name, init, device);
-            let bn = UsBatchNorm::init(&bn_name, bn_index, cfg.out_channels, init, device);
-            ConvBn { conv, bn, relu6 }
+            layer
         });
-        let stem = built.next().expect("the stem is always built");
-        let mut blocks = Vec::with_capacity(block_layout.len());
-        for (stage, has_expand, residual) in block_layout {
-            let expand = if has_expand { built.next() } else { None };
-            let depthwise = built.next().expect("one depthwise conv per block");
-            let project = built.next().expect("one projection per block");
-            blocks.push(Block { stage, expand, depthwise, project, residual });
-        }
-        let head = built.next();
         let classifier = UsLinear::init("classifier.0", channels, config.num_classes, init, device);
         let mut model = UsNet { config: config.clone(), range: config.range()?, stem, blocks, head, classifier, num_bn };
         if let Some(widths) = &config.switchable_bn {
