@@ -993,16 +993,4 @@ mod tests {
         assert_eq!(text_width("ab", 2), 22);
         assert_eq!(fit_text("abcdefgh", 1, 6 * 5 - 1), "ab...");
     }
-
-    /// Renders a sample to `$USNET_SAMPLE_PLOT` (default: `<tmp>/sample_plot.png`)
-    /// for eyeballing: `cargo test --release --lib plot::tests::sample -- --ignored`.
-    #[test]
-    #[ignore]
-    fn sample() {
-        let path = std::env::var_os("USNET_SAMPLE_PLOT").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("sample_plot.png"));
-        let mut curves = sample_curves();
-        curves.push(Curve::new("fixed 0.25x", vec![(2.4e6, 52.8)]));
-        write_line_plot(&path, &spec(), &curves).unwrap();
-        eprintln!("wrote {}", path.display());
-    }
 }
