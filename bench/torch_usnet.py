@@ -4,7 +4,7 @@
 Self-contained (torch + numpy). Every US layer takes the width as a forward argument and uses
 the FIRST channels of its full weight (F.conv2d / F.batch_norm / F.linear on sliced tensors).
 
-  .venv/bin/python bench/torch_usnet.py --check                       # vs shared/golden/v2_small.json
+  .venv/bin/python bench/torch_usnet.py --check                       # vs tests/golden/v2_small.json
   .venv/bin/python bench/torch_usnet.py --quick                       # all workloads, few repeats
   .venv/bin/python bench/torch_usnet.py --workloads sandwich --sandwich-batch 128,64 --threads 2
 
@@ -399,7 +399,8 @@ def bench(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="verify against golden files instead of benchmarking")
-    p.add_argument("--golden", nargs="+", default=["/work/shared/golden/v2_small.json"])
+    p.add_argument("--golden", nargs="+", default=[os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                 "..", "tests", "golden", "v2_small.json")])
     p.add_argument("--workloads", default="sandwich,calibrate,infer")
     p.add_argument("--quick", action="store_true", help="warmup 1, repeats 3")
     for flag, default in [("threads", 2), ("warmup", 2), ("repeats", 10), ("seed", 0),
