@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's experiments on Fashion-MNIST, at a CPU budget, written to docs/results.md.
 #
-#   bash scripts/experiments.sh [STEPS]      (default STEPS: 300 iterations per run)
+#   bash scripts/experiments.sh [STEPS]      (default STEPS: 250 iterations per run; about an hour)
 #
 # 1. US-Net vs four individually trained widths vs an S-Net on those widths (same steps).
 # 2. Ablations of the US-Net: sandwich rule vs n random widths; inplace distillation on
@@ -12,7 +12,7 @@
 # are regenerated from those JSON files by scripts/results_report.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${1:-300}
+steps=${1:-250}
 out=runs/exp
 mkdir -p "$out/configs" docs
 cargo build --release --quiet

@@ -31,10 +31,22 @@ print(f"Every run trains the default model (`configs/fashion_mnist_us_v2.toml`: 
       f"{int(steps) * 128 / 60000:.2f} epochs), linear-decaying LR from 0.1, and evaluates on the "
       f"first 2000 test images. BN post-statistics use 8 training batches unless stated. These are "
       f"short CPU runs: compare rows with each other, not with the paper's ImageNet numbers.\n")
-print("Reproduce everything (about 45 minutes on 2 cores):\n")
+print("Reproduce everything (about an hour on 2 cores):\n")
 print(f"```\nbash scripts/experiments.sh {steps}\n```\n")
 print("Each run's config, checkpoint, `metrics.jsonl` and `eval.json` stay in "
       f"`{runs}/NAME`; this page is generated from those files by `scripts/results_report.py`.\n")
+
+print("## Reading these numbers\n")
+print("At half an epoch every network is far from converged, and the order of the methods is the "
+      "order of how fast each learns, not where each ends. The individually trained networks spend "
+      "every step on one width and lead; the S-Net and the US-Net share one set of weights across "
+      "widths and trail. Inplace distillation makes the narrow widths learn from a max width that is "
+      "itself still poor, so early on it costs accuracy; the paper reports its gain after full ImageNet "
+      "training. The sandwich rule already helps here, most at the max width. Also clear at this budget: the "
+      "US-Net runs at every width of its range from one set of weights, accuracy rises with MACs, "
+      "and BN post-statistics are essential: with one shared set of statistics (0 calibration "
+      "batches) narrow widths fall to chance while one calibration batch already recovers them. "
+      "Run `scripts/experiments.sh` with more steps for converged comparisons.\n")
 
 print("## 1. US-Net vs individually trained networks vs S-Net\n")
 print("![top-1 vs MACs](compare.png)\n")
