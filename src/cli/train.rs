@@ -11,7 +11,8 @@ use super::progress::bar;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  usnet train                                   # Fashion-MNIST default into runs/default\n  usnet train --config configs/cifar10_us_v2.toml --output runs/c10\n  usnet train --output runs/c10 --resume        # continue after a crash, same steps\n  usnet train --max-steps 20 --output /tmp/smoke")]
 pub struct TrainArgs {
-    /// Experiment config (strict TOML, see configs/). Default: the Fashion-MNIST US-Net.
+    /// Experiment config (strict TOML, see configs/). Default: the Fashion-MNIST US-Net,
+    /// or with --resume the run's own config.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Run directory: checkpoint.safetensors, metrics.jsonl, config.toml.
@@ -39,8 +40,14 @@ pub struct TrainArgs {
 
 /// Loads `--config` (or the default) and applies the command-line overrides.
 fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
+    let stored = usnet::checkpoint::resolve(&args.output);
     let mut config = match &args.config {
         Some(path) => TrainConfig::load(path)?,
+        // Resuming without --config continues with the run's own config, not the default.
+        None if args.resume && stored.exists() => {
+            let device = usnet::device::device(None)?;
+            usnet::checkpoint::Checkpoint::load(&stored, &device)?.config
+        }
         None => TrainConfig::from_toml(DEFAULT_CONFIG, "the built-in default config")?,
     };
     if let Some(e) = args.epochs {
