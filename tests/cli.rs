@@ -124,6 +124,12 @@ fn train_calibrate_eval_on_fashion_mnist() {
     assert_eq!(lines.lines().count(), 6);
     // A second fresh run into the same directory would overwrite it: refused.
     assert_clean_failure(&usnet(&["train", "--config", cfg, "--max-steps", "6", "--output", run_s]), &["--resume"]);
+    // Resuming without --config continues with the run's own config (not the default's).
+    let o = usnet(&["train", "--output", run_s, "--resume", "--max-steps", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 8);
+    let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(resolved.contains("train_subset = 256") && resolved.contains("batch_size = 32"), "{resolved}");
 
     let o = usnet(&["calibrate", "--checkpoint", run_s, "--widths", "1.0,0.5,0.35", "--batches", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
