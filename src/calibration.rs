@@ -99,8 +99,7 @@ impl CalibratedModel {
             stored: self.stats.keys().cloned().collect::<Vec<_>>().join(", "),
         })?;
         for spec in targets {
-            let plan = self.model.plan(spec, [32, 32])?;
-            let channels = plan.iter().filter(|l| l.kernel > 0).map(|l| l.c_out);
+            let channels = self.model.bn_channels(spec)?;
             let layers = from
                 .layers
                 .iter()

@@ -160,15 +160,9 @@ impl Checkpoint {
         }
         let mut bn_stats = Vec::new();
         let bn_names = model.bn_names();
-        let plan_channels = |spec: &WidthSpec| -> Result<Vec<usize>> {
-            // The channel count of each BN at this spec: its conv's output.
-            let hw = [8, 8];
-            let plan = model.plan(spec, hw)?;
-            Ok(plan.iter().filter(|l| l.kernel > 0).map(|l| l.c_out).collect())
-        };
         for (i, key) in specs.iter().enumerate() {
             let spec: WidthSpec = key.parse().map_err(|e| bad(format!("bn_specs entry {key:?}: {e}")))?;
-            let channels = plan_channels(&spec)?;
+            let channels = model.bn_channels(&spec)?;
             let mut layers = Vec::with_capacity(bn_names.len());
             for (name, c) in bn_names.iter().zip(channels) {
                 let mean = read(&format!("bn_stats.{i}.{name}.running_mean"), &[c])?.into_r1();

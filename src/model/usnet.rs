@@ -161,13 +161,11 @@ impl UsNet {
         let classifier = UsLinear::init("classifier.0", channels, config.num_classes, init, device);
         let mut model = UsNet { config: config.clone(), range: config.range()?, stem, blocks, head, classifier, num_bn };
         if let Some(widths) = &config.switchable_bn {
-            // Each BN's channel count at each switch width is its conv's output there.
             let mut per_bn = vec![Vec::new(); num_bn];
             for &w in widths {
-                let plan = model.plan(&WidthSpec::Uniform(Width::new(w)?), [32, 32])?;
-                let convs = plan.iter().filter(|l| l.kernel > 0);
-                for (slot, layer) in per_bn.iter_mut().zip(convs) {
-                    slot.push(layer.c_out);
+                let channels = model.bn_channels(&WidthSpec::Uniform(Width::new(w)?))?;
+                for (slot, c) in per_bn.iter_mut().zip(channels) {
+                    slot.push(c);
                 }
             }
             for (bn, channels) in model.bn_layers_mut().into_iter().zip(per_bn) {
@@ -245,6 +243,26 @@ impl UsNet {
         self.config.block_setting.len()
     }
 
+    /// Entries of a per-stage [`WidthSpec`]: the stem, each block-table row and (v2) the head.
+    pub fn num_width_groups(&self) -> usize {
+        match self.config.arch {
+            Arch::UsMobilenetV1 => self.num_stages() + 1,
+            Arch::UsMobilenetV2 => self.num_stages() + 2,
+        }
+    }
+
+    /// The channel count of each BN layer at `spec` (its conv's output), in the order of
+    /// [`crate::layers::BnStatistics::layers`].
+    ///
+    /// # Errors
+    ///
+    /// As [`UsNet::stage_widths`].
+    pub fn bn_channels(&self, spec: &WidthSpec) -> Result<Vec<usize>> {
+        // Channel counts do not depend on the spatial size.
+        let plan = self.plan(spec, [32, 32])?;
+        Ok(plan.iter().filter(|l| l.kernel > 0).map(|l| l.c_out).collect())
+    }
+
     /// Resolves `spec` to a width per stage, checking it against the model's range.
     ///
     /// # Errors
@@ -257,9 +275,10 @@ impl UsNet {
         match spec {
             WidthSpec::Uniform(w) => Ok(StageWidths { stem: w.get(), stages: vec![w.get(); k], head: None }),
             WidthSpec::PerStage(ws) => {
-                let (expected, layout) = match self.config.arch {
-                    Arch::UsMobilenetV1 => (k + 1, "stem, then one per block-table row"),
-                    Arch::UsMobilenetV2 => (k + 2, "stem, then one per block-table row, then head"),
+                let expected = self.num_width_groups();
+                let layout = match self.config.arch {
+                    Arch::UsMobilenetV1 => "stem, then one per block-table row",
+                    Arch::UsMobilenetV2 => "stem, then one per block-table row, then head",
                 };
                 if ws.len() != expected {
                     return Err(Error::SpecLength { arch: self.config.arch.name(), stages: k, expected, layout, got: ws.len() });

@@ -65,14 +65,10 @@ pub fn widths_for_step(config: &TrainConfig, model: &UsNet, step: u64) -> Result
             sorted
         }
         TrainingMode::Universal => {
-            let groups = match model.config().arch {
-                crate::model::Arch::UsMobilenetV1 => model.num_stages() + 1,
-                crate::model::Arch::UsMobilenetV2 => model.num_stages() + 2,
-            };
             let sampler = WidthSampler {
                 num_sample_training: config.num_sample_training,
                 sandwich: config.sandwich_rule,
-                per_stage_groups: config.nonuniform.then_some(groups),
+                per_stage_groups: config.nonuniform.then(|| model.num_width_groups()),
             };
             let mut rng = StdRng::seed_from_u64(config.random_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             sampler.sample(&model.width_range(), &mut rng)
