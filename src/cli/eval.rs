@@ -82,10 +82,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         let data = ExperimentData::load(&ck.config).with_context(|| format!("loading the data of {}", path.display()))?;
         let [_, h, _] = data.test.sample_shape();
         let mut cal = CalibratedModel::with_stats(ck.model.clone(), ck.bn_stats.clone());
+        let n = args.batches.unwrap_or(ck.config.bn_cal_batch_num).max(1);
         if args.no_calibration {
             let max = WidthSpec::Uniform(cal.model.width_range().max());
             if cal.stats(&max).is_none() {
-                let n = args.batches.unwrap_or(ck.config.bn_cal_batch_num).max(1);
                 cal.calibrate(first_batches(&data.calibration, n, &device)?, std::slice::from_ref(&max))?;
             }
             eprintln!("{}: --no-calibration: every width uses the statistics of width {max}, sliced", path.display());
@@ -93,7 +93,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
         let missing = cal.missing(&specs);
         if !missing.is_empty() {
-            let n = args.batches.unwrap_or(ck.config.bn_cal_batch_num).max(1);
             let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
             eprintln!("{}: no stored BN statistics for width(s) {}; calibrating on demand over {n} batch(es)", path.display(), names.join(", "));
             let inputs = first_batches(&data.calibration, n, &device)?;
