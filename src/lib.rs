@@ -9,6 +9,7 @@
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`profile`]: MACs and parameters per width.
 
+
 pub mod bench;
 pub mod calibration;
 pub mod checkpoint;
@@ -19,8 +20,11 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod init;
+pub mod kernels;
 pub mod layers;
 pub mod model;
+#[cfg(feature = "flex")]
+pub mod ops;
 pub mod plot;
 pub mod profile;
 pub mod train;

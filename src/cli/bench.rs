@@ -58,6 +58,8 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         let out = Command::new(&exe)
             .args(["bench", "--one", name, "--warmup", &args.warmup.to_string(), "--repeats", &args.repeats.to_string()])
             .env("RAYON_NUM_THREADS", args.threads.to_string())
+            // The allocator setting `usnet` makes at start-up, made from the first allocation.
+            .env("MIMALLOC_PURGE_DELAY", std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "-1".into()))
             .output()
             .with_context(|| format!("running workload {name}"))?;
         if !out.status.success() {

@@ -130,14 +130,7 @@ impl UsBatchNorm {
     ///
     /// `switch` selects the private affine pair of an S-Net (0 for a US-Net).
     pub fn forward(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize) -> Tensor<4> {
-        let c = x.dims()[1];
-        let (gamma, beta) = &self.affine[switch];
-        let full = gamma.dims()[0];
-        let (gamma, beta) = if c == full {
-            (gamma.clone(), beta.clone())
-        } else {
-            (gamma.clone().slice([0..c]), beta.clone().slice([0..c]))
-        };
+        let (gamma, beta) = self.sliced_affine(x.dims()[1], switch);
         match mode {
             BnMode::Train => batch_norm_train(x, gamma, beta, BN_EPS).output,
             BnMode::Calibrate(acc) => {
@@ -150,9 +143,64 @@ impl UsBatchNorm {
             }
             BnMode::Eval(stats) => {
                 let stat = &stats.layers[self.index];
-                assert_eq!(stat.mean.dims()[0], c, "statistics of {} have the wrong width", self.name);
+                assert_eq!(stat.mean.dims()[0], gamma.dims()[0], "statistics of {} have the wrong width", self.name);
                 batch_norm(x, gamma, beta, stat.mean.clone(), stat.var.clone(), BN_EPS)
             }
+        }
+    }
+
+    /// [`UsBatchNorm::forward`] followed by ReLU6 when `relu6`, as one fused operation where
+    /// the backend has it ([`crate::ops`]).
+    pub fn forward_act(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize, relu6: bool) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if crate::ops::enabled(&x.device()) {
+            return self.forward_fused(x, mode, switch, relu6);
+        }
+        let y = self.forward(x, mode, switch);
+        if relu6 { burn::tensor::activation::relu6(y) } else { y }
+    }
+
+    #[cfg(feature = "flex")]
+    fn forward_fused(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize, relu6: bool) -> Tensor<4> {
+        use crate::ops;
+        let c = x.dims()[1];
+        let (gamma, beta) = self.sliced_affine(c, switch);
+        // Eval-mode BN is `x * scale + shift` with the statistics folded in.
+        let fold = |mean: Tensor<1>, var: Tensor<1>| {
+            let scale = gamma.clone() * var.add_scalar(BN_EPS).sqrt().recip();
+            let shift = beta.clone() - mean * scale.clone();
+            (scale, shift)
+        };
+        match mode {
+            BnMode::Train => ops::bn_train(x, gamma, beta, relu6),
+            BnMode::Calibrate(acc) => {
+                let [n, _, h, w] = x.dims();
+                let count = (n * h * w) as f64;
+                let (mean, var) = ops::bn_stats(x.clone());
+                let (mean, var) = (mean.inner(), var.inner());
+                let unbiased = var.clone().mul_scalar(count / (count - 1.0).max(1.0));
+                acc.add(self.index, mean.clone(), unbiased);
+                // Normalise with the batch statistics, as training mode does.
+                let device = x.device();
+                let (scale, shift) = fold(mean.to_device(&device), var.to_device(&device));
+                ops::affine_act(x, scale, shift, relu6)
+            }
+            BnMode::Eval(stats) => {
+                let stat = &stats.layers[self.index];
+                assert_eq!(stat.mean.dims()[0], c, "statistics of {} have the wrong width", self.name);
+                let (scale, shift) = fold(stat.mean.clone(), stat.var.clone());
+                ops::affine_act(x, scale, shift, relu6)
+            }
+        }
+    }
+
+    /// The affine pair `switch`, cut to its first `c` channels.
+    fn sliced_affine(&self, c: usize, switch: usize) -> (Tensor<1>, Tensor<1>) {
+        let (gamma, beta) = &self.affine[switch];
+        if c == gamma.dims()[0] {
+            (gamma.clone(), beta.clone())
+        } else {
+            (gamma.clone().slice([0..c]), beta.clone().slice([0..c]))
         }
     }
 

@@ -100,6 +100,10 @@ impl UsConv2d {
             self.weight.clone().slice([0..c_out, 0..i_used, 0..k, 0..k])
         };
         let pad = k / 2;
+        #[cfg(feature = "flex")]
+        if crate::ops::enabled(&x.device()) {
+            return crate::ops::conv2d(x, weight, self.config.stride, pad, self.config.depthwise);
+        }
         let options = ConvOptions::new([self.config.stride; 2], [pad, pad], [1, 1], groups);
         conv2d(x, weight, None, options)
     }

@@ -1,6 +1,5 @@
 //! US-MobileNet v1 and v2, built from a block table.
 
-use burn::tensor::activation::relu6;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -19,8 +18,7 @@ pub struct ConvBn {
 
 impl ConvBn {
     fn forward(&self, x: Tensor<4>, c_out: usize, mode: &mut BnMode, switch: usize) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x, c_out), mode, switch);
-        if self.relu6 { relu6(y) } else { y }
+        self.bn.forward_act(self.conv.forward(x, c_out), mode, switch, self.relu6)
     }
 
     fn map_params(&mut self, f: &mut ParamFn) {

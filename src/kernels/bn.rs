@@ -1,0 +1,302 @@
+//! Batch norm fused with its activation, on NCHW `f32` buffers: one pass for the statistics,
+//! one to normalise, and two for the gradient, instead of a chain of tensor ops.
+
+use super::{for_each_chunk, map_unzip};
+
+/// The sizes of an NCHW tensor, seen as `batch` runs of `channels` planes of `plane` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planes {
+    pub batch: usize,
+    pub channels: usize,
+    pub plane: usize,
+}
+
+impl Planes {
+    fn count(&self) -> usize {
+        self.batch * self.plane
+    }
+
+    /// The `plane` values of channel `c` in sample `n`.
+    fn of<'a>(&self, t: &'a [f32], n: usize, c: usize) -> &'a [f32] {
+        &t[(n * self.channels + c) * self.plane..][..self.plane]
+    }
+}
+
+/// Which activation follows the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    /// `min(max(x, 0), 6)`; its gradient passes where `0 <= x <= 6`, as burn's `clamp`
+    /// (and the golden reference) define it at the two kinks.
+    Relu6,
+}
+
+impl Act {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Act::Identity => v,
+            Act::Relu6 => v.clamp(0.0, 6.0),
+        }
+    }
+
+    /// The upstream gradient `g` masked by the activation's derivative at its input `v`.
+    #[inline(always)]
+    fn grad(self, v: f32, g: f32) -> f32 {
+        match self {
+            Act::Identity => g,
+            Act::Relu6 => {
+                if (0.0..=6.0).contains(&v) {
+                    g
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// Per-channel mean and biased variance: two passes, accumulated in f64 lanes (the golden
+/// tests resolve the difference that f32 sums make).
+pub fn stats(x: &[f32], p: Planes) -> (Vec<f32>, Vec<f32>) {
+    let m = p.count() as f64;
+    map_unzip(p.channels, p.batch * p.channels * p.plane, |c| {
+        let mean = (0..p.batch).map(|n| sum_f64(p.of(x, n, c), |v| v)).sum::<f64>() / m;
+        let var = (0..p.batch).map(|n| sum_f64(p.of(x, n, c), |v| (v - mean) * (v - mean))).sum::<f64>() / m;
+        (mean as f32, var as f32)
+    })
+}
+
+/// `sum f(x_i)` in f64, in four independent lanes so that the loop vectorises.
+#[inline(always)]
+fn sum_f64(xs: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    const L: usize = 4;
+    let mut acc = [0.0f64; L];
+    let chunks = xs.chunks_exact(L);
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(v as f64)).sum();
+    for c in chunks {
+        for l in 0..L {
+            acc[l] += f(c[l] as f64);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+/// `(sum f(a_i, b_i).0, sum f(a_i, b_i).1)` over two equal-length slices, in eight independent
+/// lanes so that the loop vectorises instead of waiting on one running sum.
+#[inline(always)]
+fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32) {
+    const L: usize = 8;
+    let (mut s0, mut s1) = ([0.0f32; L], [0.0f32; L]);
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..L {
+            let (u, v) = f(xa[l], xb[l]);
+            s0[l] += u;
+            s1[l] += v;
+        }
+    }
+    let (mut t0, mut t1) = (s0.iter().sum::<f32>(), s1.iter().sum::<f32>());
+    for (&xa, &xb) in ra.iter().zip(rb) {
+        let (u, v) = f(xa, xb);
+        t0 += u;
+        t1 += v;
+    }
+    (t0, t1)
+}
+
+/// `y = act(x * scale[c] + shift[c])`.
+pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> Vec<f32> {
+    let mut y = vec![0.0f32; x.len()];
+    for_each_chunk(&mut y, p.plane, x.len(), |i, ys| {
+        let xs = &x[i * p.plane..][..p.plane];
+        let (a, b) = (scale[i % p.channels], shift[i % p.channels]);
+        ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = act.apply(x * a + b));
+    });
+    y
+}
+
+/// Gradients of [`affine_act`]: `(dx, dscale, dshift)`. The activation's input is recomputed
+/// from `x`, bit for bit as the forward computed it, so nothing but `x` is kept.
+pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (dscale, dshift) = map_unzip(p.channels, x.len(), |c| {
+            let (sc, sh) = (scale[c], shift[c]);
+            let (mut sx, mut s) = (0.0f64, 0.0f64);
+            for n in 0..p.batch {
+                let (a, b) = lanes(p.of(x, n, c), p.of(dy, n, c), |x, g| {
+                    let g = act.grad(x * sc + sh, g);
+                    (g * x, g)
+                });
+                sx += a as f64;
+                s += b as f64;
+            }
+            (sx as f32, s as f32)
+        });
+    let mut dx = vec![0.0f32; x.len()];
+    for_each_chunk(&mut dx, p.plane, x.len(), |i, dxs| {
+        let (a, b) = (scale[i % p.channels], shift[i % p.channels]);
+        let (xs, gs) = (&x[i * p.plane..][..p.plane], &dy[i * p.plane..][..p.plane]);
+        dxs.iter_mut().zip(xs).zip(gs).for_each(|((d, &x), &g)| *d = act.grad(x * a + b, g) * a);
+    });
+    (dx, dscale, dshift)
+}
+
+/// Training-mode batch norm and activation: the output, and the batch mean and `1/sqrt(var + eps)`
+/// for the backward pass.
+pub fn train_forward(x: &[f32], gamma: &[f32], beta: &[f32], p: Planes, eps: f32, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mean, var) = stats(x, p);
+    let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let (scale, shift) = fold(gamma, beta, &mean, &invstd);
+    (affine_act(x, &scale, &shift, p, act), mean, invstd)
+}
+
+/// `scale = gamma * invstd`, `shift = beta - mean * scale`.
+fn fold(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(g, i)| g * i).collect();
+    let shift: Vec<f32> = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    (scale, shift)
+}
+
+/// Gradients of [`train_forward`]: `(dx, dgamma, dbeta)`, with the activation's input
+/// recomputed from `x` as in [`affine_act_backward`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_backward(
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    p: Planes,
+    act: Act,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (scale, shift) = fold(gamma, beta, mean, invstd);
+    // Per channel: sum(g) and sum(g * xhat), with g the gradient after the activation.
+    let (dgamma, dbeta) = map_unzip(p.channels, x.len(), |c| {
+            let (m, is, sc, sh) = (mean[c], invstd[c], scale[c], shift[c]);
+            let (mut sgx, mut sg) = (0.0f64, 0.0f64);
+            for n in 0..p.batch {
+                let (a, b) = lanes(p.of(x, n, c), p.of(dy, n, c), |x, g| {
+                    let g = act.grad(x * sc + sh, g);
+                    (g * (x - m), g)
+                });
+                sgx += a as f64;
+                sg += b as f64;
+            }
+            ((sgx * is as f64) as f32, sg as f32)
+        });
+    let count = p.count() as f32;
+    let mut dx = vec![0.0f32; x.len()];
+    for_each_chunk(&mut dx, p.plane, x.len(), |i, dxs| {
+        let c = i % p.channels;
+        let (m, is, sc, sh) = (mean[c], invstd[c], scale[c], shift[c]);
+        let k = gamma[c] * is;
+        let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
+        let (xs, gs) = (&x[i * p.plane..][..p.plane], &dy[i * p.plane..][..p.plane]);
+        for ((d, &x), &g) in dxs.iter_mut().zip(xs).zip(gs) {
+            let xhat = (x - m) * is;
+            *d = k * (act.grad(x * sc + sh, g) - mg - xhat * mgx);
+        }
+    });
+    (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 100.0 - 3.0).collect()
+    }
+
+    /// `sum(w * train_forward(x))` in f64, the scalar whose gradient is checked.
+    fn objective(x: &[f64], gamma: &[f64], beta: &[f64], w: &[f32], p: Planes, act: Act) -> f64 {
+        let m = p.count() as f64;
+        let mut total = 0.0;
+        for c in 0..p.channels {
+            let idx = |n: usize, j: usize| (n * p.channels + c) * p.plane + j;
+            let all: Vec<usize> = (0..p.batch).flat_map(|n| (0..p.plane).map(move |j| idx(n, j))).collect();
+            let mean = all.iter().map(|&i| x[i]).sum::<f64>() / m;
+            let var = all.iter().map(|&i| (x[i] - mean).powi(2)).sum::<f64>() / m;
+            for &i in &all {
+                let v = (x[i] - mean) / (var + 1e-5).sqrt() * gamma[c] + beta[c];
+                let v = if act == Act::Relu6 { v.clamp(0.0, 6.0) } else { v };
+                total += v * w[i] as f64;
+            }
+        }
+        total
+    }
+
+    #[test]
+    fn train_gradients_match_finite_differences() {
+        for act in [Act::Identity, Act::Relu6] {
+            let p = Planes { batch: 3, channels: 2, plane: 5 };
+            let x = values(30, 1);
+            let gamma = vec![1.5f32, 0.7];
+            let beta = vec![2.0f32, 3.0];
+            let w = values(30, 7);
+            let (_, mean, invstd) = train_forward(&x, &gamma, &beta, p, 1e-5, act);
+            let (dx, dg, db) = train_backward(&x, &w, &gamma, &beta, &mean, &invstd, p, act);
+            let f64s = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<f64>>();
+            let (x64, g64, b64) = (f64s(&x), f64s(&gamma), f64s(&beta));
+            let h = 1e-6;
+            let numeric = |which: usize, i: usize| {
+                let (mut xp, mut gp, mut bp) = (x64.clone(), g64.clone(), b64.clone());
+                let (mut xm, mut gm, mut bm) = (x64.clone(), g64.clone(), b64.clone());
+                match which {
+                    0 => (xp[i] += h, xm[i] -= h),
+                    1 => (gp[i] += h, gm[i] -= h),
+                    _ => (bp[i] += h, bm[i] -= h),
+                };
+                (objective(&xp, &gp, &bp, &w, p, act) - objective(&xm, &gm, &bm, &w, p, act)) / (2.0 * h)
+            };
+            for (which, got) in [(0, &dx), (1, &dg), (2, &db)] {
+                for (i, &v) in got.iter().enumerate() {
+                    let e = numeric(which, i);
+                    assert!((v as f64 - e).abs() < 1e-3 * (1.0 + e.abs()), "{act:?} input {which} index {i}: {v} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stats_are_mean_and_biased_variance() {
+        let p = Planes { batch: 2, channels: 1, plane: 2 };
+        let (m, v) = stats(&[1.0, 2.0, 3.0, 6.0], p);
+        assert_eq!((m[0], v[0]), (3.0, 3.5));
+    }
+
+    #[test]
+    fn affine_gradients_match_finite_differences() {
+        let p = Planes { batch: 2, channels: 3, plane: 4 };
+        let x = values(24, 3);
+        let (scale, shift) = (vec![0.5f32, -1.0, 2.0], vec![1.0f32, 4.0, 0.5]);
+        let w = values(24, 9);
+        let act = Act::Relu6;
+        let (dx, ds, db) = affine_act_backward(&x, &w, &scale, &shift, p, act);
+        let f = |x: &[f32], s: &[f32], b: &[f32]| -> f64 {
+            affine_act(x, s, b, p, act).iter().zip(&w).map(|(a, b)| *a as f64 * *b as f64).sum()
+        };
+        let h = 1e-3f32;
+        for i in 0..24 {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[i] += h;
+            xm[i] -= h;
+            let e = (f(&xp, &scale, &shift) - f(&xm, &scale, &shift)) / (2.0 * h as f64);
+            assert!((dx[i] as f64 - e).abs() < 1e-2, "dx {i}: {} vs {e}", dx[i]);
+        }
+        for c in 0..3 {
+            let (mut sp, mut sm) = (scale.clone(), scale.clone());
+            sp[c] += h;
+            sm[c] -= h;
+            let e = (f(&x, &sp, &shift) - f(&x, &sm, &shift)) / (2.0 * h as f64);
+            assert!((ds[c] as f64 - e).abs() < 1e-2 * (1.0 + e.abs()), "dscale {c}: {} vs {e}", ds[c]);
+            let (mut bp, mut bm) = (shift.clone(), shift.clone());
+            bp[c] += h;
+            bm[c] -= h;
+            let e = (f(&x, &scale, &bp) - f(&x, &scale, &bm)) / (2.0 * h as f64);
+            assert!((db[c] as f64 - e).abs() < 1e-2 * (1.0 + e.abs()), "dshift {c}: {} vs {e}", db[c]);
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! 2-D convolution on NCHW `f32` buffers: dense (im2col + gemm, or gemm alone for 1x1) and
+//! depthwise (direct loops), forward and backward.
+
+use rayon::prelude::*;
+
+use super::{for_each_chunk, gemm_acc, parallel, threads};
+
+/// The geometry of one convolution: square kernel, symmetric padding, no dilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c_out: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    /// One group per channel (`c_out == c_in`, weight `[c, 1, k, k]`).
+    pub depthwise: bool,
+}
+
+impl ConvGeom {
+    pub fn out_h(&self) -> usize {
+        (self.h + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.w + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+
+    fn in_plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    fn out_plane(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// `c_in * k * k`: the reduction length of a dense conv.
+    fn patch(&self) -> usize {
+        self.c_in * self.kernel * self.kernel
+    }
+
+    /// A 1x1, stride-1, unpadded conv reads its input directly as the gemm operand.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    pub fn weight_len(&self) -> usize {
+        if self.depthwise { self.c_in * self.kernel * self.kernel } else { self.c_out * self.patch() }
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.batch * self.c_out * self.out_plane()
+    }
+}
+
+/// `y = conv(x, weight)`, `[batch, c_out, out_h, out_w]`.
+pub fn forward(x: &[f32], weight: &[f32], g: &ConvGeom) -> Vec<f32> {
+    debug_assert_eq!(x.len(), g.batch * g.c_in * g.in_plane());
+    debug_assert_eq!(weight.len(), g.weight_len());
+    let mut y = vec![0.0f32; g.out_len()];
+    if g.depthwise {
+        depthwise_forward(x, weight, &mut y, g);
+    } else {
+        dense_forward(x, weight, &mut y, g);
+    }
+    y
+}
+
+/// Gradients of [`forward`]: `(dx, dweight)`, `dx` only when `need_dx`.
+pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeom, need_dx: bool) -> (Option<Vec<f32>>, Vec<f32>) {
+    debug_assert_eq!(dy.len(), g.out_len());
+    if g.depthwise {
+        let dx = need_dx.then(|| depthwise_backward_input(weight, dy, g));
+        (dx, depthwise_backward_weight(x, dy, g))
+    } else {
+        let dx = need_dx.then(|| dense_backward_input(weight, dy, g));
+        (dx, dense_backward_weight(x, dy, g))
+    }
+}
+
+/// How to spread per-sample work over the pool: whole samples when there are enough of them,
+/// otherwise inside each gemm.
+fn per_sample_parallel(batch: usize, macs: usize) -> bool {
+    batch >= 2 * threads() && parallel(macs / 16)
+}
+
+/// Multiply-adds of one dense conv over the batch.
+fn dense_macs(g: &ConvGeom) -> usize {
+    g.batch * g.c_out * g.patch() * g.out_plane()
+}
+
+fn dense_forward(x: &[f32], weight: &[f32], y: &mut [f32], g: &ConvGeom) {
+    let (ip, op, k) = (g.c_in * g.in_plane(), g.c_out * g.out_plane(), g.patch());
+    let one = |xs: &[f32], ys: &mut [f32], inner: bool| {
+        let cols_buf;
+        let cols = if g.is_pointwise() {
+            xs
+        } else {
+            cols_buf = im2col(xs, g);
+            &cols_buf
+        };
+        // y[c_out, p] = w[c_out, k] @ cols[k, p]
+        gemm_acc(ys, weight, cols, g.c_out, g.out_plane(), k, Layout::w_cols(k, g.out_plane()), false, inner);
+    };
+    let inner = parallel(dense_macs(g) / 16);
+    if per_sample_parallel(g.batch, dense_macs(g)) {
+        y.par_chunks_mut(op).zip(x.par_chunks(ip)).for_each(|(ys, xs)| one(xs, ys, false));
+    } else {
+        y.chunks_mut(op).zip(x.chunks(ip)).for_each(|(ys, xs)| one(xs, ys, inner));
+    }
+}
+
+fn dense_backward_input(weight: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (ip, op, k) = (g.c_in * g.in_plane(), g.c_out * g.out_plane(), g.patch());
+    let mut dx = vec![0.0f32; g.batch * ip];
+    let one = |dys: &[f32], dxs: &mut [f32], inner: bool| {
+        // dcols[k, p] = w^T[k, c_out] @ dy[c_out, p]
+        if g.is_pointwise() {
+            gemm_acc(dxs, weight, dys, k, g.out_plane(), g.c_out, Layout::wt_dy(k, g.out_plane()), false, inner);
+        } else {
+            let mut cols = vec![0.0f32; k * g.out_plane()];
+            gemm_acc(&mut cols, weight, dys, k, g.out_plane(), g.c_out, Layout::wt_dy(k, g.out_plane()), false, inner);
+            col2im(&cols, dxs, g);
+        }
+    };
+    let inner = parallel(dense_macs(g) / 16);
+    if per_sample_parallel(g.batch, dense_macs(g)) {
+        dx.par_chunks_mut(ip).zip(dy.par_chunks(op)).for_each(|(dxs, dys)| one(dys, dxs, false));
+    } else {
+        dx.chunks_mut(ip).zip(dy.chunks(op)).for_each(|(dxs, dys)| one(dys, dxs, inner));
+    }
+    dx
+}
+
+fn dense_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (ip, op, k) = (g.c_in * g.in_plane(), g.c_out * g.out_plane(), g.patch());
+    // dw[c_out, k] += dy[c_out, p] @ cols^T[p, k], summed over samples.
+    let one = |acc: &mut Vec<f32>, xs: &[f32], dys: &[f32], inner: bool| {
+        let cols_buf;
+        let cols = if g.is_pointwise() {
+            xs
+        } else {
+            cols_buf = im2col(xs, g);
+            &cols_buf
+        };
+        gemm_acc(acc, dys, cols, g.c_out, k, g.out_plane(), Layout::dy_colst(g.out_plane()), true, inner);
+    };
+    let zero = || vec![0.0f32; g.c_out * k];
+    let inner = parallel(dense_macs(g) / 16);
+    if per_sample_parallel(g.batch, dense_macs(g)) {
+        let chunk = g.batch.div_ceil(threads());
+        let parts: Vec<Vec<f32>> = (0..g.batch)
+            .collect::<Vec<_>>()
+            .par_chunks(chunk)
+            .map(|samples| {
+                let mut acc = zero();
+                for &n in samples {
+                    one(&mut acc, &x[n * ip..(n + 1) * ip], &dy[n * op..(n + 1) * op], false);
+                }
+                acc
+            })
+            .collect();
+        sum_parts(parts)
+    } else {
+        let mut acc = zero();
+        for n in 0..g.batch {
+            one(&mut acc, &x[n * ip..(n + 1) * ip], &dy[n * op..(n + 1) * op], inner);
+        }
+        acc
+    }
+}
+
+fn sum_parts(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let mut acc = parts.swap_remove(0);
+    for p in parts {
+        acc.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
+    acc
+}
+
+/// Operand strides of the three gemms, as `(lhs_cs, lhs_rs, rhs_cs, rhs_rs)` where
+/// `dst[m, n] = sum_k lhs[m, k] * rhs[k, n]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub lhs_cs: isize,
+    pub lhs_rs: isize,
+    pub rhs_cs: isize,
+    pub rhs_rs: isize,
+}
+
+impl Layout {
+    /// `w[m, k]` row-major times `cols[k, p]` row-major.
+    fn w_cols(k: usize, p: usize) -> Self {
+        Layout { lhs_cs: 1, lhs_rs: k as isize, rhs_cs: 1, rhs_rs: p as isize }
+    }
+
+    /// `w^T[k, m]` (w row-major `[m, k]`) times `dy[m, p]`.
+    fn wt_dy(k: usize, p: usize) -> Self {
+        Layout { lhs_cs: k as isize, lhs_rs: 1, rhs_cs: 1, rhs_rs: p as isize }
+    }
+
+    /// `dy[m, p]` times `cols^T[p, k]` (cols row-major `[k, p]`).
+    fn dy_colst(p: usize) -> Self {
+        Layout { lhs_cs: 1, lhs_rs: p as isize, rhs_cs: p as isize, rhs_rs: 1 }
+    }
+}
+
+/// `[c_in * k * k, out_h * out_w]` patches of one sample, zero where the window leaves the image.
+fn im2col(x: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
+    let mut cols = vec![0.0f32; g.patch() * oh * ow];
+    for c in 0..g.c_in {
+        let plane = &x[c * g.in_plane()..(c + 1) * g.in_plane()];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &mut cols[((c * k + kh) * k + kw) * oh * ow..][..oh * ow];
+                for (o_y, out_row) in row.chunks_mut(ow).enumerate() {
+                    let iy = (o_y * g.stride + kh) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..][..g.w];
+                    let (lo, hi) = valid_range(ow, g.stride, kw, g.pad, g.w);
+                    for (o_x, v) in out_row.iter_mut().enumerate().take(hi).skip(lo) {
+                        *v = src[o_x * g.stride + kw - g.pad];
+                    }
+                }
+            }
+        }
+    }
+    cols
+}
+
+/// Adds patches back into one sample's input gradient (the adjoint of [`im2col`]).
+fn col2im(cols: &[f32], dx: &mut [f32], g: &ConvGeom) {
+    let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
+    for c in 0..g.c_in {
+        let plane = &mut dx[c * g.in_plane()..(c + 1) * g.in_plane()];
+        for kh in 0..k {
+            for kw in 0..k {
+                let row = &cols[((c * k + kh) * k + kw) * oh * ow..][..oh * ow];
+                for (o_y, col_row) in row.chunks(ow).enumerate() {
+                    let iy = (o_y * g.stride + kh) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * g.w..][..g.w];
+                    let (lo, hi) = valid_range(ow, g.stride, kw, g.pad, g.w);
+                    for (o_x, v) in col_row.iter().enumerate().take(hi).skip(lo) {
+                        dst[o_x * g.stride + kw - g.pad] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output columns `lo..hi` whose input column `o * stride + kw - pad` lies in `0..w`.
+fn valid_range(out_w: usize, stride: usize, kw: usize, pad: usize, w: usize) -> (usize, usize) {
+    // o * stride + kw >= pad
+    let lo = if kw >= pad { 0 } else { (pad - kw).div_ceil(stride) };
+    // o * stride + kw - pad <= w - 1
+    let hi = if w + pad < kw + 1 { 0 } else { ((w + pad - kw - 1) / stride + 1).min(out_w) };
+    (lo.min(hi), hi)
+}
+
+/// One depthwise plane: `out += conv(in, taps)`, one output row at a time so that the row
+/// stays in L1 while all `k * k` taps add into it. A strided conv first splits each input row
+/// into its `stride` phases (`phase[r][j] = row[j * stride + r]`), so that every tap reads a
+/// contiguous run and the inner loop vectorises.
+fn depthwise_plane(input: &[f32], taps: &[f32], out: &mut [f32], g: &ConvGeom) {
+    let (oh, ow, k, s) = (g.out_h(), g.out_w(), g.kernel, g.stride);
+    let phase_len = g.w.div_ceil(s);
+    let mut phases = vec![0.0f32; if s > 1 { s * phase_len } else { 0 }];
+    for o_y in 0..oh {
+        let dst = &mut out[o_y * ow..][..ow];
+        for kh in 0..k {
+            let iy = (o_y * s + kh) as isize - g.pad as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            let src = &input[iy as usize * g.w..][..g.w];
+            if s > 1 {
+                for (j, &v) in src.iter().enumerate() {
+                    phases[(j % s) * phase_len + j / s] = v;
+                }
+            }
+            for kw in 0..k {
+                let t = taps[kh * k + kw];
+                let (lo, hi) = valid_range(ow, s, kw, g.pad, g.w);
+                if lo >= hi {
+                    continue;
+                }
+                // Input column of output column o: o * s + d.
+                let d = kw as isize - g.pad as isize;
+                let run = if s == 1 {
+                    &src[(lo as isize + d) as usize..(hi as isize + d) as usize]
+                } else {
+                    let (r, q) = (d.rem_euclid(s as isize) as usize, d.div_euclid(s as isize));
+                    &phases[r * phase_len..][(lo as isize + q) as usize..(hi as isize + q) as usize]
+                };
+                dst[lo..hi].iter_mut().zip(run).for_each(|(y, x)| *y += t * x);
+            }
+        }
+    }
+}
+
+fn depthwise_forward(x: &[f32], weight: &[f32], y: &mut [f32], g: &ConvGeom) {
+    let (ip, op, kk) = (g.in_plane(), g.out_plane(), g.kernel * g.kernel);
+    for_each_chunk(y, op, x.len() * kk, |i, out| {
+        let c = i % g.c_in;
+        depthwise_plane(&x[i * ip..(i + 1) * ip], &weight[c * kk..(c + 1) * kk], out, g);
+    });
+}
+
+fn depthwise_backward_input(weight: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (ip, op, k, s) = (g.in_plane(), g.out_plane(), g.kernel, g.stride);
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let mut dx = vec![0.0f32; g.batch * g.c_in * ip];
+    for_each_chunk(&mut dx, ip, dy.len() * k * k, |i, din| {
+        let c = i % g.c_in;
+        let taps = &weight[c * k * k..(c + 1) * k * k];
+        let dout = &dy[i * op..(i + 1) * op];
+        for kh in 0..k {
+            for kw in 0..k {
+                let t = taps[kh * k + kw];
+                let (lo, hi) = valid_range(ow, s, kw, g.pad, g.w);
+                for o_y in 0..oh {
+                    let iy = (o_y * s + kh) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut din[iy as usize * g.w..][..g.w];
+                    let src = &dout[o_y * ow..][..ow];
+                    if s == 1 {
+                        let off = kw as isize - g.pad as isize;
+                        let dst = &mut dst[(lo as isize + off) as usize..(hi as isize + off) as usize];
+                        dst.iter_mut().zip(&src[lo..hi]).for_each(|(d, v)| *d += t * v);
+                    } else {
+                        for o_x in lo..hi {
+                            dst[o_x * s + kw - g.pad] += t * src[o_x];
+                        }
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+fn depthwise_backward_weight(x: &[f32], dy: &[f32], g: &ConvGeom) -> Vec<f32> {
+    let (ip, op, k, s) = (g.in_plane(), g.out_plane(), g.kernel, g.stride);
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let mut dw = vec![0.0f32; g.c_in * k * k];
+    for_each_chunk(&mut dw, k * k, dy.len() * k * k, |c, taps| {
+        for n in 0..g.batch {
+            let i = n * g.c_in + c;
+            let input = &x[i * ip..(i + 1) * ip];
+            let dout = &dy[i * op..(i + 1) * op];
+            for kh in 0..k {
+                for kw in 0..k {
+                    let (lo, hi) = valid_range(ow, s, kw, g.pad, g.w);
+                    let mut sum = 0.0f32;
+                    for o_y in 0..oh {
+                        let iy = (o_y * s + kh) as isize - g.pad as isize;
+                        if iy < 0 || iy >= g.h as isize {
+                            continue;
+                        }
+                        let src = &input[iy as usize * g.w..][..g.w];
+                        let d = &dout[o_y * ow..][..ow];
+                        if s == 1 {
+                            let off = kw as isize - g.pad as isize;
+                            let src = &src[(lo as isize + off) as usize..(hi as isize + off) as usize];
+                            sum += dot(&d[lo..hi], src);
+                        } else {
+                            for o_x in lo..hi {
+                                sum += d[o_x] * src[o_x * s + kw - g.pad];
+                            }
+                        }
+                    }
+                    taps[kh * k + kw] += sum;
+                }
+            }
+        }
+    });
+    dw
+}
+
+/// A dot product in eight lanes, so that it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, in f64.
+    fn naive(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f64> {
+        let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
+        let mut y = vec![0.0f64; g.out_len()];
+        for n in 0..g.batch {
+            for o in 0..g.c_out {
+                for yy in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = 0.0f64;
+                        let ins: Vec<usize> = if g.depthwise { vec![o] } else { (0..g.c_in).collect() };
+                        for (j, &i) in ins.iter().enumerate() {
+                            for kh in 0..k {
+                                for kw in 0..k {
+                                    let iy = (yy * g.stride + kh) as isize - g.pad as isize;
+                                    let ix = (xx * g.stride + kw) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xv = x[((n * g.c_in + i) * g.h + iy as usize) * g.w + ix as usize] as f64;
+                                    let wi = if g.depthwise { (o * k + kh) * k + kw } else { ((o * g.c_in + j) * k + kh) * k + kw };
+                                    s += xv * w[wi] as f64;
+                                }
+                            }
+                        }
+                        y[((n * g.c_out + o) * oh + yy) * ow + xx] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    fn geoms() -> Vec<ConvGeom> {
+        let mut out = Vec::new();
+        for &(depthwise, kernel, stride, h, w) in &[
+            (false, 1, 1, 5, 4),
+            (false, 3, 1, 5, 6),
+            (false, 3, 2, 7, 6),
+            (true, 3, 1, 5, 6),
+            (true, 3, 2, 7, 8),
+            (true, 5, 2, 6, 5),
+            (true, 3, 1, 1, 1),
+        ] {
+            for batch in [1, 9] {
+                let c_in = 3;
+                let c_out = if depthwise { c_in } else { 5 };
+                out.push(ConvGeom { batch, c_in, h, w, c_out, kernel, stride, pad: kernel / 2, depthwise });
+            }
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f64]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()), "index {i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn forward_matches_the_definition() {
+        for g in geoms() {
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let w = values(g.weight_len(), 2);
+            close(&forward(&x, &w, &g), &naive(&x, &w, &g));
+        }
+    }
+
+    /// Backward is the adjoint of forward: `<dy, conv(x, w)>` is linear in x and in w, so its
+    /// gradient with respect to one input element is the forward applied to a unit vector.
+    #[test]
+    fn backward_is_the_adjoint_of_forward() {
+        for g in geoms() {
+            let x = values(g.batch * g.c_in * g.h * g.w, 3);
+            let w = values(g.weight_len(), 4);
+            let dy = values(g.out_len(), 5);
+            let (dx, dw) = backward(&x, &w, &dy, &g, true);
+            let dx = dx.unwrap();
+            let inner = |x: &[f32], w: &[f32]| naive(x, w, &g).iter().zip(&dy).map(|(a, b)| a * *b as f64).sum::<f64>();
+            let expect_dx: Vec<f64> = (0..x.len())
+                .map(|i| {
+                    let mut e = vec![0.0f32; x.len()];
+                    e[i] = 1.0;
+                    inner(&e, &w)
+                })
+                .collect();
+            let expect_dw: Vec<f64> = (0..w.len())
+                .map(|i| {
+                    let mut e = vec![0.0f32; w.len()];
+                    e[i] = 1.0;
+                    inner(&x, &e)
+                })
+                .collect();
+            close(&dx, &expect_dx);
+            close(&dw, &expect_dw);
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The fused operations of a US-Net as burn custom operations, with their own backward.
+//!
+//! [`UsOps`] is a burn backend extension implemented for the Flex backend (forward with the
+//! kernels of [`crate::kernels`]) and for `Autodiff<Flex>` (the same forward, recorded with a
+//! hand-written backward). The layers call the functions at the bottom of this file when their
+//! tensors live on Flex ([`enabled`]) and compose burn's own ops on every other backend.
+
+use std::borrow::Cow;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::kernels::bn::{self, Act, Planes};
+use crate::kernels::conv::{self, ConvGeom};
+use crate::layers::BN_EPS;
+
+/// US-Net layers as single operations.
+#[backend_extension(Flex, Autodiff)]
+pub trait UsOps: Backend {
+    /// Convolution with a square kernel, symmetric padding `pad`, no bias; depthwise when
+    /// `depthwise` (weight `[c, 1, k, k]`).
+    fn us_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, depthwise: bool) -> FloatTensor<Self>;
+
+    /// Training-mode batch norm (batch statistics, `eps = 1e-5`), then ReLU6 when `relu6`.
+    fn us_bn_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, relu6: bool) -> FloatTensor<Self>;
+
+    /// `act(x * scale[c] + shift[c])`: eval-mode batch norm with its statistics folded in.
+    fn us_affine_act(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, relu6: bool) -> FloatTensor<Self>;
+
+    /// Per-channel batch mean (row 0) and biased variance (row 1), `[2, c]`; not differentiated.
+    fn us_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn act(relu6: bool) -> Act {
+    if relu6 { Act::Relu6 } else { Act::Identity }
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    t.layout().shape().to_vec()
+}
+
+/// The values of `t` in row-major order, borrowed when it is already laid out so.
+fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => {
+            let data = t.to_contiguous().into_data();
+            Cow::Owned(data.try_to_vec::<f32>().expect("usnet's fused ops run on f32 tensors"))
+        }
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn planes(x: &FlexTensor) -> Planes {
+    let d = dims(x);
+    Planes { batch: d[0], channels: d[1], plane: d[2] * d[3] }
+}
+
+fn geom(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize, depthwise: bool) -> ConvGeom {
+    let (xd, wd) = (dims(x), dims(weight));
+    ConvGeom { batch: xd[0], c_in: xd[1], h: xd[2], w: xd[3], c_out: wd[0], kernel: wd[2], stride, pad, depthwise }
+}
+
+impl UsOps for Flex {
+    fn us_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize, depthwise: bool) -> FlexTensor {
+        let g = geom(&x, &weight, stride, pad, depthwise);
+        let y = conv::forward(&values(&x), &values(&weight), &g);
+        tensor(y, vec![g.batch, g.c_out, g.out_h(), g.out_w()])
+    }
+
+    fn us_bn_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, relu6: bool) -> FlexTensor {
+        let p = planes(&x);
+        let (y, _, _) = bn::train_forward(&values(&x), &values(&gamma), &values(&beta), p, BN_EPS as f32, act(relu6));
+        tensor(y, dims(&x))
+    }
+
+    fn us_affine_act(x: FlexTensor, scale: FlexTensor, shift: FlexTensor, relu6: bool) -> FlexTensor {
+        let p = planes(&x);
+        let y = bn::affine_act(&values(&x), &values(&scale), &values(&shift), p, act(relu6));
+        tensor(y, dims(&x))
+    }
+
+    fn us_bn_stats(x: FlexTensor) -> FlexTensor {
+        let p = planes(&x);
+        let (mut mean, var) = bn::stats(&values(&x), p);
+        mean.extend(var);
+        tensor(mean, vec![2, p.channels])
+    }
+}
+
+impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
+    fn us_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, stride: usize, pad: usize, depthwise: bool) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Conv;
+
+        impl Backward<Flex, 2> for Conv {
+            type State = (FlexTensor, FlexTensor, usize, usize, bool);
+
+            fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_w] = ops.parents;
+                let dy = grads.consume::<Flex>(&ops.node);
+                let (x, weight, stride, pad, depthwise) = ops.state;
+                let g = geom(&x, &weight, stride, pad, depthwise);
+                let (dx, dw) = conv::backward(&values(&x), &values(&weight), &values(&dy), &g, node_x.is_some());
+                if let (Some(node), Some(dx)) = (node_x, dx) {
+                    grads.register::<Flex>(node.id, tensor(dx, dims(&x)));
+                }
+                if let Some(node) = node_w {
+                    grads.register::<Flex>(node.id, tensor(dw, dims(&weight)));
+                }
+            }
+        }
+
+        let guards = [x.node(), weight.node()];
+        let (x, weight) = (x.into_primitive(), weight.into_primitive());
+        let y = Flex::us_conv2d(x.clone(), weight.clone(), stride, pad, depthwise);
+        match Conv.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, weight, stride, pad, depthwise), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn us_bn_train(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, relu6: bool) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct BnTrain;
+
+        #[derive(Debug, Clone)]
+        struct State {
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            mean: Vec<f32>,
+            invstd: Vec<f32>,
+            act: Act,
+        }
+
+        impl Backward<Flex, 3> for BnTrain {
+            type State = State;
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
+                let dy = grads.consume::<Flex>(&ops.node);
+                let s = ops.state;
+                let p = planes(&s.x);
+                let (dx, dgamma, dbeta) =
+                    bn::train_backward(&values(&s.x), &values(&dy), &values(&s.gamma), &values(&s.beta), &s.mean, &s.invstd, p, s.act);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, tensor(dx, dims(&s.x)));
+                }
+                if let Some(node) = node_gamma {
+                    grads.register::<Flex>(node.id, tensor(dgamma, vec![p.channels]));
+                }
+                if let Some(node) = node_beta {
+                    grads.register::<Flex>(node.id, tensor(dbeta, vec![p.channels]));
+                }
+            }
+        }
+
+        let guards = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+        let p = planes(&x);
+        let a = act(relu6);
+        let (y, mean, invstd) = bn::train_forward(&values(&x), &values(&gamma), &values(&beta), p, BN_EPS as f32, a);
+        let y = tensor(y, dims(&x));
+        match BnTrain.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(State { x, gamma, beta, mean, invstd, act: a }, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn us_affine_act(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, relu6: bool) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AffineAct;
+
+        impl Backward<Flex, 3> for AffineAct {
+            type State = (FlexTensor, FlexTensor, FlexTensor, Act);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_scale, node_shift] = ops.parents;
+                let dy = grads.consume::<Flex>(&ops.node);
+                let (x, scale, shift, a) = ops.state;
+                let p = planes(&x);
+                let (dx, dscale, dshift) = bn::affine_act_backward(&values(&x), &values(&dy), &values(&scale), &values(&shift), p, a);
+                if let Some(node) = node_x {
+                    grads.register::<Flex>(node.id, tensor(dx, dims(&x)));
+                }
+                if let Some(node) = node_scale {
+                    grads.register::<Flex>(node.id, tensor(dscale, vec![p.channels]));
+                }
+                if let Some(node) = node_shift {
+                    grads.register::<Flex>(node.id, tensor(dshift, vec![p.channels]));
+                }
+            }
+        }
+
+        let guards = [x.node(), scale.node(), shift.node()];
+        let (x, scale, shift) = (x.into_primitive(), scale.into_primitive(), shift.into_primitive());
+        let y = Flex::us_affine_act(x.clone(), scale.clone(), shift.clone(), relu6);
+        match AffineAct.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, scale, shift, act(relu6)), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn us_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// Statistics are constants to the graph, as PyTorch's running statistics.
+        #[derive(Debug)]
+        struct Stats;
+
+        impl Backward<Flex, 1> for Stats {
+            type State = ();
+
+            fn backward(self, _: Ops<Self::State, 1>, _: &mut Gradients, _: &mut Checkpointer) {}
+        }
+
+        let guards = [x.node()];
+        let stats = Flex::us_bn_stats(x.into_primitive());
+        match Stats.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((), stats),
+            OpsKind::UnTracked(prep) => prep.finish(stats),
+        }
+    }
+}
+
+/// Whether tensors on `device` take the fused path: Flex, with or without autodiff, unless
+/// the environment sets `USNET_FUSED=0` (burn's own ops everywhere, for comparison).
+pub fn enabled(device: &Device) -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let off = *OFF.get_or_init(|| std::env::var("USNET_FUSED").is_ok_and(|v| v == "0"));
+    !off && matches!(device.clone().inner().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}
+
+/// [`UsOps::us_conv2d`] on tensors.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, stride: usize, pad: usize, depthwise: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as UsOps>::us_conv2d(x.into_dispatch(), weight.into_dispatch(), stride, pad, depthwise))
+}
+
+/// [`UsOps::us_bn_train`] on tensors.
+pub fn bn_train(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, relu6: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as UsOps>::us_bn_train(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), relu6))
+}
+
+/// [`UsOps::us_affine_act`] on tensors.
+pub fn affine_act(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, relu6: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as UsOps>::us_affine_act(x.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), relu6))
+}
+
+/// [`UsOps::us_bn_stats`] on tensors: `(mean, biased variance)`, `[c]` each.
+pub fn bn_stats(x: Tensor<4>) -> (Tensor<1>, Tensor<1>) {
+    let c = x.dims()[1];
+    let s: Tensor<2> = Tensor::from_dispatch(<Dispatch as UsOps>::us_bn_stats(x.into_dispatch()));
+    (s.clone().slice([0..1, 0..c]).reshape([c]), s.slice([1..2, 0..c]).reshape([c]))
+}
