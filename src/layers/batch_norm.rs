@@ -42,6 +42,13 @@ impl BnAccumulator {
         BnAccumulator { slots: vec![None; num_layers] }
     }
 
+    /// Adds one batch's statistics, its mean and its biased variance over `count` values per
+    /// channel (converted to the unbiased variance PyTorch stores).
+    fn add_batch(&mut self, index: usize, mean: Tensor<1>, biased_var: Tensor<1>, count: usize) {
+        let count = count as f64;
+        self.add(index, mean, biased_var.mul_scalar(count / (count - 1.0).max(1.0)));
+    }
+
     fn add(&mut self, index: usize, mean: Tensor<1>, unbiased_var: Tensor<1>) {
         let slot = &mut self.slots[index];
         *slot = Some(match slot.take() {
@@ -135,10 +142,8 @@ impl UsBatchNorm {
             BnMode::Train => batch_norm_train(x, gamma, beta, BN_EPS).output,
             BnMode::Calibrate(acc) => {
                 let [n, _, h, w] = x.dims();
-                let count = (n * h * w) as f64;
                 let out = batch_norm_train(x, gamma, beta, BN_EPS);
-                let unbiased = out.variance.mul_scalar(count / (count - 1.0).max(1.0));
-                acc.add(self.index, out.mean.inner(), unbiased.inner());
+                acc.add_batch(self.index, out.mean.inner(), out.variance.inner(), n * h * w);
                 out.output
             }
             BnMode::Eval(stats) => {
@@ -175,11 +180,9 @@ impl UsBatchNorm {
             BnMode::Train => ops::bn_train(x, gamma, beta, relu6),
             BnMode::Calibrate(acc) => {
                 let [n, _, h, w] = x.dims();
-                let count = (n * h * w) as f64;
                 let (mean, var) = ops::bn_stats(x.clone());
                 let (mean, var) = (mean.inner(), var.inner());
-                let unbiased = var.clone().mul_scalar(count / (count - 1.0).max(1.0));
-                acc.add(self.index, mean.clone(), unbiased);
+                acc.add_batch(self.index, mean.clone(), var.clone(), n * h * w);
                 // Normalise with the batch statistics, as training mode does.
                 let device = x.device();
                 let (scale, shift) = fold(mean.to_device(&device), var.to_device(&device));
