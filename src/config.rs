@@ -62,6 +62,15 @@ pub struct TrainConfig {
     /// Evaluate on only the first N test images (0: all).
     #[serde(default)]
     pub test_subset: usize,
+    /// Training images held out as a validation split (0: none, every training image is
+    /// trained on). The split is a shuffle seeded by `validation_seed` alone, so every run of
+    /// an experiment holds out the same images; `usnet search` and `usnet eval --split
+    /// validation` score on it, and it is never trained on or used for BN calibration.
+    #[serde(default)]
+    pub validation_size: usize,
+    /// Seed of the validation split (default 0).
+    #[serde(default)]
+    pub validation_seed: u64,
     /// `universal` (default), `slimmable` or `fixed`.
     #[serde(default = "d_mode")]
     pub mode: TrainingMode,

@@ -11,8 +11,13 @@ use crate::error::{Error, Result};
 /// The loaders of an experiment.
 pub struct ExperimentData {
     pub kind: DatasetKind,
-    /// Training images with training augmentation, shuffled.
+    /// Training images with training augmentation, shuffled (the validation split left out).
     pub train: Loader,
+    /// The held-out validation split of the training images (`validation_size`), with
+    /// evaluation preprocessing, in order; `None` when the config holds out nothing.
+    pub validation: Option<Loader>,
+    /// Indices into the full training set of the validation images, ascending.
+    pub validation_indices: Vec<usize>,
     /// Test images with evaluation preprocessing, in order.
     pub test: Loader,
     /// Training images with training augmentation, for BN calibration (as the official
@@ -49,6 +54,12 @@ impl ExperimentData {
             )));
         }
         let limit = |n: usize| (n > 0).then_some(n);
+        let (train, validation, validation_indices) = if config.validation_size > 0 {
+            let (rest, held, indices) = train.hold_out(config.validation_size, config.validation_seed)?;
+            (rest, Some(held), indices)
+        } else {
+            (train, None, Vec::new())
+        };
         let train = Arc::new(train);
         let mut train_cfg = LoaderConfig::train(config.batch_size, config.random_seed);
         train_cfg.workers = config.data_loader_workers;
@@ -57,10 +68,15 @@ impl ExperimentData {
         cal_cfg.seed = config.random_seed.wrapping_add(0x5EED);
         let mut test_cfg = LoaderConfig::eval(config.batch_size);
         test_cfg.workers = config.data_loader_workers;
+        let validation = validation
+            .map(|v| Loader::new(Arc::new(v), kind.eval_transform(), test_cfg.clone()))
+            .transpose()?;
         test_cfg.limit = limit(config.test_subset);
         Ok(ExperimentData {
             kind,
             train: Loader::new(train.clone(), kind.train_transform(), train_cfg)?,
+            validation,
+            validation_indices,
             test: Loader::new(Arc::new(test), kind.eval_transform(), test_cfg)?,
             calibration: Loader::new(train, kind.train_transform(), cal_cfg)?,
         })

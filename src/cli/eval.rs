@@ -38,6 +38,18 @@ pub struct EvalArgs {
     /// Write the top-1 vs MACs plot here (default: eval.png beside the first checkpoint).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Which images to score: `test` (default), or `validation`, the training images the
+    /// run held out (its config's validation_size).
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    split: Split,
+}
+
+/// The images `eval` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Test,
+    Validation,
 }
 
 /// One row of the results.
@@ -52,6 +64,9 @@ struct Row {
     top1: f64,
     top5: f64,
     samples: usize,
+    /// Images whose logits were not all finite (each scored as a miss).
+    non_finite: usize,
+    split: Split,
     calibrated_on_demand: bool,
 }
 
@@ -103,7 +118,13 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         for spec in &specs {
             pb.set_message(format!("{label} width {spec}"));
             let cost = width_cost(&cal.model, spec, h)?;
-            let acc = accuracy(&cal, &data.test, spec, &device).with_context(|| format!("evaluating {} at width {spec}", path.display()))?;
+            let images = match args.split {
+                Split::Test => &data.test,
+                Split::Validation => data.validation.as_ref().with_context(|| {
+                    format!("{} holds out no validation images (validation_size = 0 in its config)", path.display())
+                })?,
+            };
+            let acc = accuracy(&cal, images, spec, &device).with_context(|| format!("evaluating {} at width {spec}", path.display()))?;
             rows.push(Row {
                 checkpoint: path.display().to_string(),
                 label: label.clone(),
@@ -114,6 +135,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 top1: acc.top1,
                 top5: acc.top5,
                 samples: acc.samples,
+                non_finite: acc.non_finite,
+                split: args.split,
                 calibrated_on_demand: missing.contains(spec),
             });
             pb.inc(1);
@@ -123,7 +146,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
     println!("{:<16} {:>24} {:>10} {:>10} {:>8} {:>8}", "checkpoint", "width", "MACs", "params", "top-1", "top-5");
     for r in &rows {
-        let note = if r.calibrated_on_demand { "  (calibrated on demand)" } else { "" };
+        let mut note = if r.calibrated_on_demand { "  (calibrated on demand)".to_string() } else { String::new() };
+        if r.non_finite > 0 {
+            note.push_str(&format!("  ({} of {} images had non-finite logits, scored as misses)", r.non_finite, r.samples));
+        }
         println!(
             "{:<16} {:>24} {:>9.2}M {:>9.3}M {:>7.2}% {:>7.2}%{note}",
             r.label,

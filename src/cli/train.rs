@@ -71,8 +71,16 @@ fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = resolve_config(&args)?;
-    let mut progress = None;
+    let progress: std::cell::RefCell<Option<indicatif::ProgressBar>> = std::cell::RefCell::new(None);
+    let on_validation = &mut |v: &usnet::train::EpochValidation| {
+        let line = format!("epoch {} validation top-1 at width {}: {:.2}% ({} images)", v.epoch, v.width, v.top1, v.samples);
+        match progress.borrow().as_ref() {
+            Some(pb) => pb.println(line),
+            None => eprintln!("{line}"),
+        }
+    };
     let result = usnet::train::train(&config, &args.output, args.resume, &mut |r| {
+        let mut progress = progress.borrow_mut();
         let pb = progress.get_or_insert_with(|| {
             let pb = bar(r.total_steps, "train");
             pb.set_position(r.step.saturating_sub(1));
@@ -88,8 +96,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if r.step % 50 == 0 || r.step == r.total_steps {
             eprintln!("step {}/{} epoch {} lr {:.4} {:.0} img/s loss {}", r.step, r.total_steps, r.epoch, r.lr, r.images_per_sec, losses.join(" "));
         }
-    });
-    if let Some(pb) = &progress {
+    }, on_validation);
+    if let Some(pb) = progress.borrow().as_ref() {
         pb.finish();
     }
     let ck = result.with_context(|| format!("training into {}", args.output.display()))?;

@@ -196,6 +196,53 @@ impl Dataset {
         }
     }
 
+    /// The samples at `indices`, in that order.
+    ///
+    /// # Panics
+    ///
+    /// On an index `>= len()` or an empty `indices` (a dataset is never empty).
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        assert!(!indices.is_empty(), "a dataset subset needs at least one sample");
+        let labels = indices.iter().map(|&i| self.labels[i]).collect();
+        let pixels = match &self.pixels {
+            Pixels::Dense { data, height, width } => {
+                let n = self.channels * height * width;
+                let mut out = Vec::with_capacity(n * indices.len());
+                for &i in indices {
+                    out.extend_from_slice(&data[i * n..(i + 1) * n]);
+                }
+                Pixels::Dense { data: out, height: *height, width: *width }
+            }
+            Pixels::Files(files) => Pixels::Files(indices.iter().map(|&i| files[i].clone()).collect()),
+        };
+        Dataset { pixels, labels, num_classes: self.num_classes, channels: self.channels }
+    }
+
+    /// Splits off `size` samples chosen by a shuffle seeded with `seed` as a validation set:
+    /// returns `(rest, validation, validation_indices)`, each in the original sample order.
+    /// The same `(size, seed)` always holds out the same samples, whatever the training seed.
+    ///
+    /// # Errors
+    ///
+    /// [`DataError::Config`] unless `0 < size < len()`.
+    pub fn hold_out(&self, size: usize, seed: u64) -> Result<(Dataset, Dataset, Vec<usize>)> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        if size == 0 || size >= self.len() {
+            return Err(DataError::Config(format!(
+                "validation_size = {size} must be at least 1 and below the {} training images",
+                self.len()
+            )));
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let mut held: Vec<usize> = order[..size].to_vec();
+        let mut rest: Vec<usize> = order[size..].to_vec();
+        held.sort_unstable();
+        rest.sort_unstable();
+        Ok((self.subset(&rest), self.subset(&held), held))
+    }
+
     /// The file backing sample `i`, for image-folder datasets.
     pub fn file(&self, i: usize) -> Option<&Path> {
         match &self.pixels {
@@ -301,5 +348,38 @@ pub(crate) fn require_file(dir: &Path, name: &str, what: &str, hint: &str) -> Re
             what: what.to_string(),
             hint: hint.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered(n: usize) -> Dataset {
+        let data: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        let labels: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+        Dataset::from_u8(data, labels, 3, 1, 1, 1, Path::new("numbered")).unwrap()
+    }
+
+    #[test]
+    fn hold_out_partitions_and_depends_only_on_its_seed() {
+        let d = numbered(50);
+        let (rest, held, idx) = d.hold_out(10, 7).unwrap();
+        assert_eq!((rest.len(), held.len(), idx.len()), (40, 10, 10));
+        assert!(idx.windows(2).all(|w| w[0] < w[1]), "{idx:?}");
+        // Every sample lands in exactly one side, with its own label.
+        let mut seen = Vec::new();
+        for (set, n) in [(&rest, 40), (&held, 10)] {
+            for i in 0..n {
+                let px = set.image(i).unwrap().data[0];
+                assert_eq!(set.label(i), Some(u32::from(px) % 3));
+                seen.push(px);
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..50).map(|i| i as u8).collect::<Vec<_>>());
+        assert_eq!(d.hold_out(10, 7).unwrap().2, idx);
+        assert_ne!(d.hold_out(10, 8).unwrap().2, idx);
+        assert!(d.hold_out(0, 7).is_err() && d.hold_out(50, 7).is_err());
     }
 }

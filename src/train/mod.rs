@@ -8,4 +8,4 @@ mod trainer;
 pub use loss::{label_targets, soft_cross_entropy, soft_targets};
 pub use sandwich::{train_step, StepOptions, StepOutput, WidthSampler};
 pub use sgd::{Sgd, SgdConfig};
-pub use trainer::{train, widths_for_step, RunPaths, StepReport, CHECKPOINT_INTERVAL};
+pub use trainer::{train, widths_for_step, EpochValidation, RunPaths, StepReport, CHECKPOINT_INTERVAL};

@@ -51,6 +51,51 @@ impl RunPaths {
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.toml")
     }
+    /// One line per epoch and width: validation top-1 after that epoch.
+    pub fn validation(&self) -> PathBuf {
+        self.dir.join("validation.jsonl")
+    }
+}
+
+/// Validation accuracy of one width at the end of an epoch (a line of `validation.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochValidation {
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+    pub width: String,
+    pub top1: f64,
+    pub top5: f64,
+    pub samples: usize,
+}
+
+/// The widths scored on the validation split after each epoch: a fixed net's width, an
+/// S-Net's switch widths, or a US-Net's max and min width (which bound the rest).
+fn validation_widths(config: &TrainConfig, model: &UsNet) -> Result<Vec<WidthSpec>> {
+    Ok(match config.mode {
+        TrainingMode::Fixed | TrainingMode::Slimmable => config.width_list()?,
+        TrainingMode::Universal => {
+            let (min, max) = model.min_max();
+            vec![max, min]
+        }
+    })
+}
+
+/// Calibrates BN post-statistics of [`validation_widths`] on the calibration batches and
+/// scores them on the validation split.
+fn validate(config: &TrainConfig, model: &UsNet, data: &ExperimentData, step: u64, epoch: u64) -> Result<Vec<EpochValidation>> {
+    let Some(validation) = &data.validation else { return Ok(Vec::new()) };
+    let device = crate::device::device(config.backend.as_deref())?;
+    let specs = validation_widths(config, model)?;
+    let mut cal = crate::CalibratedModel::new(model.clone());
+    cal.calibrate(crate::dataset::first_batches(&data.calibration, config.bn_cal_batch_num.max(1), &device)?, &specs)?;
+    specs
+        .iter()
+        .map(|spec| {
+            let acc = crate::eval::accuracy(&cal, validation, spec, &device)?;
+            Ok(EpochValidation { step, epoch, width: spec.to_string(), top1: acc.top1, top5: acc.top5, samples: acc.samples })
+        })
+        .collect()
 }
 
 /// The widths trained at iteration `step`: seeded by (seed, step), so a resumed run draws
@@ -86,7 +131,13 @@ pub fn widths_for_step(config: &TrainConfig, model: &UsNet, step: u64) -> Result
 ///
 /// `resume` without a checkpoint, a fresh run into a directory that has one, data errors,
 /// and a non-finite loss (the last checkpoint stays as it was).
-pub fn train(config: &TrainConfig, dir: &Path, resume: bool, on_step: &mut dyn FnMut(&StepReport)) -> Result<Checkpoint> {
+pub fn train(
+    config: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+    on_step: &mut dyn FnMut(&StepReport),
+    on_validation: &mut dyn FnMut(&EpochValidation),
+) -> Result<Checkpoint> {
     let paths = RunPaths { dir: dir.to_path_buf() };
     let device = crate::device::device(config.backend.as_deref())?;
     let existing = paths.checkpoint();
@@ -119,6 +170,7 @@ pub fn train(config: &TrainConfig, dir: &Path, resume: bool, on_step: &mut dyn F
     crate::checkpoint::write_atomic(&paths.config(), config.to_toml().as_bytes())
         .map_err(|source| Error::Io { path: paths.config(), source })?;
     let mut metrics = open_metrics(&paths.metrics(), state.step)?;
+    let mut validation_log = open_metrics(&paths.validation(), state.step)?;
 
     let data = ExperimentData::load(&config)?;
     let per_epoch = data.train.batches_per_epoch() as u64;
@@ -173,6 +225,12 @@ pub fn train(config: &TrainConfig, dir: &Path, resume: bool, on_step: &mut dyn F
         if state.batch as u64 >= per_epoch {
             state.epoch += 1;
             state.batch = 0;
+            for row in validate(&config, &model, &data, state.step, state.epoch)? {
+                on_validation(&row);
+                writeln!(validation_log, "{}", serde_json::to_string(&row).expect("rows serialise"))
+                    .and_then(|_| validation_log.flush())
+                    .map_err(|source| Error::Io { path: paths.validation(), source })?;
+            }
             if state.step < total {
                 save(&model, &sgd, state)?;
                 last_save = Instant::now();
@@ -184,8 +242,8 @@ pub fn train(config: &TrainConfig, dir: &Path, resume: bool, on_step: &mut dyn F
     Ok(Checkpoint { config, state, model: model.into_inference(), momentum: sgd.buffers, bn_stats: Vec::new() })
 }
 
-/// Opens `metrics.jsonl` for appending, first dropping lines of steps after `step` (written
-/// after the checkpoint a resumed run starts from).
+/// Opens a JSON-lines log (`metrics.jsonl`, `validation.jsonl`) for appending, first dropping
+/// lines of steps after `step` (written after the checkpoint a resumed run starts from).
 fn open_metrics(path: &Path, step: u64) -> Result<std::fs::File> {
     let io = |source| Error::Io { path: path.into(), source };
     if path.exists() {
