@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
+use crate::fixed::FixedNet;
 use crate::layers::{BnAccumulator, BnMode, BnStatistics};
 use crate::model::UsNet;
 use crate::width::WidthSpec;
@@ -121,6 +122,27 @@ impl CalibratedModel {
         self.stats.values().map(|(spec, _)| spec.clone()).collect()
     }
 
+    /// The network at `spec` as a plain fixed-width network, with its stored statistics.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotCalibrated`] when `spec` has no statistics, and the errors of
+    /// [`FixedNet::new`].
+    pub fn fixed(&self, spec: &WidthSpec) -> Result<FixedNet> {
+        self.model.stage_widths(spec)?;
+        FixedNet::new(&self.model, self.stats_or_error(spec)?, spec)
+    }
+
+    fn stats_or_error(&self, spec: &WidthSpec) -> Result<&BnStatistics> {
+        self.stats(spec).ok_or_else(|| Error::NotCalibrated {
+            width: spec.to_string(),
+            stored: {
+                let keys: Vec<&str> = self.stats.keys().map(String::as_str).collect();
+                if keys.is_empty() { "none".into() } else { keys.join(", ") }
+            },
+        })
+    }
+
     /// Eval-mode logits at `spec`, normalised with its stored statistics.
     ///
     /// # Errors
@@ -129,13 +151,7 @@ impl CalibratedModel {
     /// [`UsNet::forward`].
     pub fn forward(&self, x: Tensor<4>, spec: &WidthSpec) -> Result<Tensor<2>> {
         self.model.stage_widths(spec)?;
-        let stats = self.stats(spec).ok_or_else(|| Error::NotCalibrated {
-            width: spec.to_string(),
-            stored: {
-                let keys: Vec<&str> = self.stats.keys().map(String::as_str).collect();
-                if keys.is_empty() { "none".into() } else { keys.join(", ") }
-            },
-        })?;
+        let stats = self.stats_or_error(spec)?;
         self.model.forward(x, spec, &mut BnMode::Eval(stats))
     }
 }

@@ -7,6 +7,7 @@
 //! - [`model`]: US-MobileNet v1 and v2 built from block tables, with official names;
 //! - [`train`]: the sandwich rule, inplace distillation and PyTorch-style SGD;
 //! - [`calibration`]: BN post-statistics per width;
+//! - [`fixed`]: one width cut out as a plain network, for export and fast inference;
 //! - [`profile`]: MACs and parameters per width.
 
 
@@ -19,6 +20,7 @@ pub mod dataset;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod fixed;
 pub mod init;
 pub mod kernels;
 pub mod layers;
@@ -32,6 +34,7 @@ pub mod width;
 
 pub use calibration::{calibrate, CalibratedModel};
 pub use error::{Error, Result};
+pub use fixed::{FixedConv, FixedLinear, FixedNet};
 pub use init::{Init, ParamKind};
 pub use model::{Arch, ModelConfig, UsNet};
 pub use width::{make_divisible, slim_channels, Width, WidthRange, WidthSpec};
