@@ -75,8 +75,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let on_validation = &mut |v: &usnet::train::EpochValidation| {
         let line = format!("epoch {} validation top-1 at width {}: {:.2}% ({} images)", v.epoch, v.width, v.top1, v.samples);
         match progress.borrow().as_ref() {
-            Some(pb) => pb.println(line),
-            None => eprintln!("{line}"),
+            Some(pb) if !pb.is_hidden() => pb.println(line),
+            _ => eprintln!("{line}"),
         }
     };
     let result = usnet::train::train(&config, &args.output, args.resume, &mut |r| {
