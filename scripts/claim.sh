@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # The paper's headline claim on Fashion-MNIST: one US-Net against networks trained alone at
 # each width, an S-Net, and the US-Net without inplace distillation, all with the same recipe
-# (the default config's model, data, augmentation, batch size and schedule), for EPOCHS epochs.
+# (the default config's model, data, augmentation, batch size and schedule), for EPOCHS epochs,
+# with second seeds of the US-Net and of the fixed 1.0 and 0.35 nets for the run-to-run spread.
 #
 #   bash scripts/claim.sh [RUNS_DIR] [EPOCHS]     (defaults: ~/usnet-runs/claim, 10)
 #
-# Resumable: each run continues from its checkpoint, and a finished run is skipped, so the
-# experiment can be interrupted and spread over days. Run it in the background and keep the
-# machine's other load in mind (timings of other work are skewed while it runs):
+# Resumable: each run continues from its checkpoint with its own stored config, a finished
+# step is skipped, so the experiment can be interrupted and spread over days (delete
+# RUNS_DIR/NAME to re-run NAME with a changed recipe). Run it in the background, niced, and
+# keep the machine's other load in mind (it skews the timings of other work):
 #
-#   nohup bash scripts/claim.sh > ~/usnet-runs/claim.log 2>&1 &
+#   nohup nice bash scripts/claim.sh > ~/usnet-runs/claim.log 2>&1 &
 #
 # Every run holds out the same 5,000 training images (validation_size, validation_seed 0):
-# they give the validation curves and numbers; the test set is scored once per finished run.
-# When all runs are done, their JSON results are copied to docs/results/claim/ and
-# docs/results.md and its plots are regenerated from them (scripts/results_report.py).
-# USNET_BIN picks the binary (default: target/release/usnet, built here).
+# they give the per-epoch validation curves and the validation numbers; the test set is
+# scored once per finished run. Then the runs' JSON results are copied to
+# docs/results/claim/ and docs/results.md and its plots are regenerated from them
+# (scripts/results_report.py). USNET_BIN picks the binary (default: build target/release/usnet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-$HOME/usnet-runs/claim}
@@ -28,21 +30,17 @@ fi
 usnet=$USNET_BIN
 
 # NAME SOURCE_CONFIG [sed expressions]: the run's config, the shipped one with EPOCHS epochs.
+# A run that has started keeps the config it started with.
 make_config() {
   local name=$1 src=$2; shift 2
-  sed -e "s/^num_epochs = .*/num_epochs = $epochs/" "$@" "$src" > "$runs/configs/$name.toml.new"
-  # An existing run keeps its config unless it changed (then the run starts over elsewhere).
-  if [ -e "$runs/configs/$name.toml" ] && ! cmp -s "$runs/configs/$name.toml" "$runs/configs/$name.toml.new"; then
-    echo "error: $runs/configs/$name.toml differs from what this script makes now; move $runs/$name away to re-run it" >&2
-    exit 1
-  fi
-  mv "$runs/configs/$name.toml.new" "$runs/configs/$name.toml"
+  [ -e "$runs/$name/checkpoint.safetensors" ] && return
+  sed -e "s/^num_epochs = .*/num_epochs = $epochs/" "$@" "$src" > "$runs/configs/$name.toml"
 }
 
-# NAME: train (or resume), calibrate the width grid, score validation and test once.
-run() {
+# NAME: train (or resume), then calibrate the width grid once.
+train() {
   local name=$1 dir="$runs/$1"
-  if [ -e "$dir/eval_test.json" ]; then echo "== $name: done"; return; fi
+  if [ -e "$dir/calibrated" ]; then echo "== $name: trained and calibrated"; return; fi
   echo "== $name ($(date -u +%FT%TZ))"
   if [ -e "$dir/checkpoint.safetensors" ]; then
     "$usnet" train --output "$dir" --resume
@@ -50,9 +48,17 @@ run() {
     "$usnet" train --config "$runs/configs/$name.toml" --output "$dir"
   fi
   "$usnet" calibrate --checkpoint "$dir"
-  "$usnet" eval --checkpoint "$dir" --split validation --json "$dir/eval_validation.json" --plot "$dir/eval_validation.png"
-  "$usnet" eval --checkpoint "$dir" --split test --json "$dir/eval_test.json.new" --plot "$dir/eval_test.png"
-  mv "$dir/eval_test.json.new" "$dir/eval_test.json"
+  touch "$dir/calibrated"
+}
+
+# NAME WIDTHS: top-1 on the validation split and on the test set (once), at WIDTHS.
+evaluate() {
+  local name=$1 widths=$2 dir="$runs/$1"
+  for split in validation test; do
+    [ -e "$dir/$split.json" ] && continue
+    "$usnet" eval --checkpoint "$dir" --widths "$widths" --split $split --json "$dir/$split.json.new" --plot "$dir/$split.png"
+    mv "$dir/$split.json.new" "$dir/$split.json"
+  done
 }
 
 us=configs/fashion_mnist_us_v2.toml
@@ -64,19 +70,23 @@ make_config fixed_10_seed2 configs/fashion_mnist_fixed_10.toml -e 's/^random_see
 make_config fixed_035_seed2 configs/fashion_mnist_fixed_035.toml -e 's/^random_seed = .*/random_seed = 2/'
 make_config snet configs/fashion_mnist_snet_v2.toml
 
+universal="us us_no_distill us_seed2"
+others="fixed_10 fixed_035 fixed_05 fixed_075 snet fixed_10_seed2 fixed_035_seed2"
 # The most informative runs first.
 for name in us fixed_10 fixed_035 fixed_05 fixed_075 snet us_no_distill us_seed2 fixed_10_seed2 fixed_035_seed2; do
-  run "$name"
+  train "$name"
 done
+# US-Nets at every width of a 0.05 grid (0.75 among them); the others at their own widths.
+for name in $universal; do evaluate "$name" 0.35:1.0:0.05; done
+for name in $others; do evaluate "$name" grid; done
 
-echo "== all runs done; collecting results into docs/results/claim"
-for dir in "$runs"/*/; do
-  name=$(basename "$dir")
-  [ "$name" = configs ] && continue
-  mkdir -p "docs/results/claim/$name"
-  cp "$dir"/{config.toml,eval_test.json,eval_validation.json,validation.jsonl} "docs/results/claim/$name/"
-  # The per-step log thinned to every 10th step keeps the training curves at a tenth of the size.
-  awk 'NR % 10 == 1' "$dir/metrics.jsonl" > "docs/results/claim/$name/metrics.jsonl"
+echo "== collecting results into docs/results/claim"
+for name in $universal $others; do
+  dir="$runs/$name" out="docs/results/claim/$name"
+  mkdir -p "$out"
+  cp "$dir"/{config.toml,validation.json,test.json,validation.jsonl} "$out/"
+  # Every 10th step of the per-step log is enough for the training curves.
+  awk 'NR % 10 == 1' "$dir/metrics.jsonl" > "$out/metrics.jsonl"
 done
 python3 scripts/results_report.py
-echo "wrote docs/results.md"
+echo "== wrote docs/results.md"
