@@ -18,20 +18,22 @@ mkdir -p "$out/configs" docs
 cargo build --release --quiet
 usnet=target/release/usnet
 base=configs/fashion_mnist_us_v2.toml
-# Evaluate on 2000 test images to keep the budget; the same images for every run.
-common='s/^num_epochs = .*/num_epochs = 100/'
+# One epoch of STEPS batches of 128 (the learning-rate schedule spans the config's epochs, so
+# the budget is an epoch of STEPS * 128 training images); evaluate on 2000 test images to keep
+# the budget; the same images for every run.
+common='s/^num_epochs = .*/num_epochs = 1/'
 make_config() { # NAME SOURCE [sed -e ...]
   local name=$1 src=$2; shift 2
-  sed -e "$common" -e 's/^data_loader_workers = .*/data_loader_workers = 1\ntest_subset = 2000/' "$@" "$src" > "$out/configs/$name.toml"
+  sed -e "$common" -e "s/^data_loader_workers = .*/data_loader_workers = 1\ntrain_subset = $((steps * 128))\ntest_subset = 2000/" "$@" "$src" > "$out/configs/$name.toml"
 }
 run() { # NAME
   local name=$1 dir="$out/$1"
   if [ -e "$dir/eval.json" ]; then echo "== $name: done already"; return; fi
   echo "== $name"
   if [ -e "$dir/checkpoint.safetensors" ]; then
-    $usnet train --config "$out/configs/$name.toml" --output "$dir" --max-steps "$steps" --resume
+    $usnet train --config "$out/configs/$name.toml" --output "$dir" --resume
   else
-    $usnet train --config "$out/configs/$name.toml" --output "$dir" --max-steps "$steps"
+    $usnet train --config "$out/configs/$name.toml" --output "$dir"
   fi
   $usnet calibrate --checkpoint "$dir"
   $usnet eval --checkpoint "$dir" --json "$dir/eval.json" --plot "$dir/eval.png"
@@ -63,7 +65,7 @@ for b in 0 1 2 4 16; do
   mkdir -p "$dir"
   cp "$out/us/checkpoint.safetensors" "$dir/checkpoint.safetensors"
   if [ "$b" = 0 ]; then
-    $usnet eval --checkpoint "$dir" --widths grid --no-calibration --json "$dir/eval.json" --plot "$dir/eval.png"
+    $usnet eval --checkpoint "$dir" --widths grid --bn-stats shared-max --json "$dir/eval.json" --plot "$dir/eval.png"
   else
     $usnet calibrate --checkpoint "$dir" --batches "$b"
     $usnet eval --checkpoint "$dir" --json "$dir/eval.json" --plot "$dir/eval.png"

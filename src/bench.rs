@@ -92,7 +92,7 @@ pub fn run(name: &str, warmup: usize, repeats: usize, device: &Device) -> Result
             let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 1e-4 });
             let x = random_input(&mut rng, [b, 3, 32, 32], device);
             let labels: Vec<i64> = (0..b).map(|_| rng.random_range(0..10)).collect();
-            let sampler = WidthSampler { num_sample_training: 4, sandwich: true, per_stage_groups: None };
+            let sampler = WidthSampler { num_sample_training: 4, sandwich: true, teacher: true, per_stage_groups: None };
             let range = config.range()?;
             let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.05 };
             let mut step = 0;

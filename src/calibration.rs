@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
 use crate::fixed::FixedNet;
-use crate::layers::{BnAccumulator, BnMode, BnStatistics};
+use crate::layers::{BnAccumulator, BnMode, BnStatistics, RunningStats};
 use crate::model::UsNet;
 use crate::width::WidthSpec;
 
@@ -36,6 +36,32 @@ where
     accs.into_iter()
         .map(|acc| acc.finish().ok_or_else(|| Error::InvalidConfig("calibration needs at least one batch".into())))
         .collect()
+}
+
+/// Where eval-mode BN statistics come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BnStatsSource {
+    /// BN post-statistics per width (the paper's method): stored ones, and on-demand
+    /// calibration for widths without them.
+    Calibrated,
+    /// The max width's calibrated statistics, sliced to each width's channels: one set of
+    /// statistics shared by every width (what `--no-calibration` used to do).
+    SharedMax,
+    /// The running statistics accumulated during training (momentum 0.1, shared by every
+    /// width, sliced to its channels): the paper's "no calibration" baseline.
+    Running,
+}
+
+impl BnStatsSource {
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            BnStatsSource::Calibrated => "calibrated",
+            BnStatsSource::SharedMax => "shared-max",
+            BnStatsSource::Running => "running",
+        }
+    }
 }
 
 /// A trained model with BN post-statistics for some widths: the stage that can evaluate.
@@ -88,8 +114,7 @@ impl CalibratedModel {
     }
 
     /// Gives each spec of `targets` the statistics of `source`, sliced to its channels: one
-    /// set of statistics shared by every width, as when BN statistics are not calibrated
-    /// per width (the paper's "no calibration" ablation; the official v2's last BN).
+    /// set of calibrated statistics shared by every width ([`BnStatsSource::SharedMax`]).
     ///
     /// # Errors
     ///
@@ -110,6 +135,53 @@ impl CalibratedModel {
             self.insert(spec.clone(), BnStatistics { layers });
         }
         Ok(())
+    }
+
+    /// Gives every spec of `specs` its eval-mode statistics from `source`, the one place that
+    /// policy lives (eval, search and export share it):
+    ///
+    /// - [`BnStatsSource::Calibrated`]: stored statistics where there are some; the others
+    ///   are calibrated on demand over `batches()`.
+    /// - [`BnStatsSource::SharedMax`]: the max width's statistics (calibrated on demand if
+    ///   absent), sliced for every spec, replacing any they had.
+    /// - [`BnStatsSource::Running`]: `running`, sliced for every spec, replacing any they had.
+    ///
+    /// Returns the specs that were calibrated on demand. `batches` is called at most once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoRunningStats`] for `Running` without running statistics; bad widths;
+    /// calibration and data errors.
+    pub fn prepare<F>(&mut self, source: BnStatsSource, specs: &[WidthSpec], running: Option<&RunningStats>, batches: F) -> Result<Vec<WidthSpec>>
+    where
+        F: FnOnce() -> Result<Vec<Tensor<4>>>,
+    {
+        match source {
+            BnStatsSource::Calibrated => {
+                let missing = self.missing(specs);
+                if !missing.is_empty() {
+                    self.calibrate(batches()?, &missing)?;
+                }
+                Ok(missing)
+            }
+            BnStatsSource::SharedMax => {
+                let max = WidthSpec::Uniform(self.model.width_range().max());
+                let missing = self.missing(std::slice::from_ref(&max));
+                if !missing.is_empty() {
+                    self.calibrate(batches()?, &missing)?;
+                }
+                self.share_statistics(&max, specs)?;
+                Ok(missing)
+            }
+            BnStatsSource::Running => {
+                let running = running.ok_or(Error::NoRunningStats)?;
+                for spec in specs {
+                    let stats = self.model.running_statistics(running, spec)?;
+                    self.insert(spec.clone(), stats);
+                }
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// The statistics of `spec`, if calibrated.

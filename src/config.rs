@@ -74,7 +74,8 @@ pub struct TrainConfig {
     /// `universal` (default), `slimmable` or `fixed`.
     #[serde(default = "d_mode")]
     pub mode: TrainingMode,
-    /// The model; its `width_range` is replaced by `width_mult_range`.
+    /// The model. Its `width_range` may be left out: it is `width_mult_range`, and a
+    /// `width_range` that differs from it is an error (one source of truth).
     pub model: ModelConfig,
     /// `[min, max]` widths of a US-Net (default `[0.35, 1.0]`).
     #[serde(default = "d_range")]
@@ -86,7 +87,9 @@ pub struct TrainConfig {
     /// `n` of the sandwich rule (default 4).
     #[serde(default = "d_n")]
     pub num_sample_training: usize,
-    /// The sandwich rule (max and min width always trained); off samples all n at random.
+    /// The sandwich rule (max and min width always trained); off samples all n at random,
+    /// and with `inplace_distill` the max width runs first in addition, as the teacher
+    /// (n + 1 widths an iteration).
     #[serde(default = "d_true")]
     pub sandwich_rule: bool,
     /// Inplace distillation (default on).
@@ -118,8 +121,11 @@ pub struct TrainConfig {
     pub warmup_epochs: f64,
     #[serde(default = "d_epochs")]
     pub num_epochs: usize,
-    /// Stop after this many iterations in total (0: no limit).
-    #[serde(default)]
+    /// Stop early after this many iterations in total (0: no limit), as `--max-steps` does.
+    /// The learning-rate schedule still spans `num_epochs`, so a short run is the start of
+    /// the full one. It is this invocation's stop, not part of the experiment: it is never
+    /// saved with a run, so `--resume` does not inherit it.
+    #[serde(default, skip_serializing)]
     pub max_steps: u64,
     #[serde(default = "d_batch")]
     pub batch_size: usize,
@@ -188,6 +194,17 @@ fn d_workers() -> usize {
     2
 }
 
+/// The most epochs a config may ask for.
+pub const MAX_EPOCHS: usize = 1_000_000;
+/// The largest batch.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+/// The most widths trained per iteration (`num_sample_training`).
+pub const MAX_SAMPLE_TRAINING: usize = 100;
+/// The most BN calibration batches per width.
+pub const MAX_CAL_BATCHES: usize = 100_000;
+/// The most data-loader threads.
+pub const MAX_WORKERS: usize = 256;
+
 /// The Fashion-MNIST default, the config `usnet train` uses with no `--config`.
 pub const DEFAULT_CONFIG: &str = include_str!("../configs/fashion_mnist_us_v2.toml");
 
@@ -198,11 +215,24 @@ impl TrainConfig {
     ///
     /// Malformed TOML, an unknown key (with the key's name and position) or an invalid value.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
+        // Name the file once: a validation error already reads "invalid model configuration".
+        let in_file = |e: Error| match e {
+            Error::InvalidConfig(m) => Error::InvalidConfig(format!("{origin}: {m}")),
+            other => Error::InvalidConfig(format!("{origin}: {other}")),
+        };
         let mut config: TrainConfig =
             toml::from_str(text).map_err(|e| Error::InvalidConfig(format!("{origin}: {e}")))?;
-        config.model.width_range = config.width_mult_range;
+        if config.model.width_range_unset() {
+            config.model.width_range = config.width_mult_range;
+        } else if config.model.width_range != config.width_mult_range {
+            return Err(Error::InvalidConfig(format!(
+                "{origin}: [model] width_range = {:?} differs from width_mult_range = {:?}; \
+                 they are one setting: drop width_range from [model] (it defaults to width_mult_range)",
+                config.model.width_range, config.width_mult_range
+            )));
+        }
         config.model.switchable_bn = (config.mode == TrainingMode::Slimmable).then(|| config.width_mult_list.clone());
-        config.validate().map_err(|e| Error::InvalidConfig(format!("{origin}: {e}")))?;
+        config.validate().map_err(in_file)?;
         Ok(config)
     }
 
@@ -217,25 +247,55 @@ impl TrainConfig {
         toml::to_string_pretty(self).expect("a TrainConfig always serialises")
     }
 
-    /// Checks values that serde cannot.
+    /// Checks values that serde cannot: every number is finite and in its range, so that
+    /// nonsense (zero epochs, an infinite warm-up, negative momentum) stops the run before
+    /// anything is loaded or written.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first key out of range, its value and the range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         self.model.validate()?;
         let range = self.model.range()?;
-        if self.batch_size == 0 {
-            return bad("batch_size must be at least 1".into());
+        if !(1..=MAX_EPOCHS).contains(&self.num_epochs) {
+            return bad(format!("num_epochs must be in 1..={MAX_EPOCHS}, got {}", self.num_epochs));
         }
-        if self.num_sample_training == 0 {
-            return bad("num_sample_training must be at least 1".into());
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return bad(format!("batch_size must be in 1..={MAX_BATCH_SIZE}, got {}", self.batch_size));
+        }
+        if !(1..=MAX_SAMPLE_TRAINING).contains(&self.num_sample_training) {
+            return bad(format!("num_sample_training must be in 1..={MAX_SAMPLE_TRAINING}, got {}", self.num_sample_training));
+        }
+        if !(1..=MAX_CAL_BATCHES).contains(&self.bn_cal_batch_num) {
+            return bad(format!("bn_cal_batch_num must be in 1..={MAX_CAL_BATCHES}, got {}", self.bn_cal_batch_num));
+        }
+        if self.data_loader_workers > MAX_WORKERS {
+            return bad(format!("data_loader_workers must be at most {MAX_WORKERS}, got {}", self.data_loader_workers));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.warmup_epochs.is_finite() && (0.0..=self.num_epochs as f64).contains(&self.warmup_epochs)) {
+            return bad(format!("warmup_epochs must be in [0, num_epochs = {}], got {}", self.num_epochs, self.warmup_epochs));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!("weight_decay must be a number >= 0, got {}", self.weight_decay));
+        }
+        if !(self.multistep_lr_gamma.is_finite() && self.multistep_lr_gamma > 0.0) {
+            return bad(format!("multistep_lr_gamma must be a positive number, got {}", self.multistep_lr_gamma));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(format!("label_smoothing must be in [0, 1), got {}", self.label_smoothing));
         }
         if self.width_mult_list.is_empty() {
             return bad("width_mult_list must list at least one width".into());
+        }
+        if self.width_mult_list.len() > crate::width::MAX_GRID {
+            return bad(format!("width_mult_list has {} widths; at most {} are allowed", self.width_mult_list.len(), crate::width::MAX_GRID));
         }
         for &w in &self.width_mult_list {
             range.check(Width::new(w)?)?;
@@ -312,11 +372,49 @@ mod tests {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "toml") {
                 let c = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                assert_eq!(c.model.switchable_bn.is_some(), c.mode == TrainingMode::Slimmable, "{}", path.display());
+                // What a checkpoint stores reads back as the same experiment.
+                assert_eq!(TrainConfig::from_toml(&c.to_toml(), "saved").unwrap(), c, "{}", path.display());
+                // The model builds, and an S-Net has private BN parameters for each width.
+                let device = crate::device::device(None).unwrap();
+                let model = crate::model::UsNet::init(&c.model, &crate::init::Init::Counter { seed: 0 }, &device)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let names: Vec<String> = model.params().into_iter().map(|(n, _, _)| n).collect();
+                let private = |k: usize| names.iter().any(|n| n.starts_with("features.0.1.bn.") && n.contains(&format!(".bn.{k}.")));
+                match c.mode {
+                    TrainingMode::Slimmable => {
+                        assert!((0..c.width_mult_list.len()).all(private) && !private(c.width_mult_list.len()), "{}", path.display())
+                    }
+                    _ => assert!(!private(0) && names.contains(&"features.0.1.weight".to_string()), "{}", path.display()),
+                }
                 n += 1;
             }
         }
         assert!(n >= 8, "only {n} configs");
+    }
+
+    /// The values of apps/us_mobilenet_{v1,v2}_train_val.yml (JiahuiYu/slimmable_networks)
+    /// that are config keys here; the data pipeline's differences are stated in the files.
+    #[test]
+    fn imagenet_configs_match_the_official_app_configs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        for (file, lo, widths) in [("imagenet_us_mobilenet_v1.toml", 0.25, 31), ("imagenet_us_mobilenet_v2.toml", 0.35, 27)] {
+            let c = TrainConfig::load(&dir.join(file)).unwrap();
+            assert_eq!((c.num_epochs, c.batch_size, c.lr, c.lr_scheduler), (250, 1024, 0.5, LrScheduler::LinearDecaying), "{file}");
+            assert_eq!((c.momentum, c.nesterov, c.weight_decay, c.warmup_epochs), (0.9, true, 1e-4, 0.0), "{file}");
+            assert_eq!((c.bn_cal_batch_num, c.num_sample_training, c.random_seed), (5, 4, 1995), "{file}");
+            assert_eq!(c.width_mult_range, [lo, 1.0], "{file}");
+            // The official list: every 0.025 from the lower bound to 1.0.
+            let mut list = c.width_mult_list.clone();
+            list.sort_by(f64::total_cmp);
+            assert_eq!(list.len(), widths, "{file}");
+            for (i, w) in list.iter().enumerate() {
+                assert!((w - (lo + 0.025 * i as f64)).abs() < 1e-9, "{file}: {w}");
+            }
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            for difference in ["scale (0.25, 1)", "ColorJitter", "Lighting(0.1)", "antialias"] {
+                assert!(text.contains(difference), "{file} does not state the difference {difference:?}");
+            }
+        }
     }
 
     #[test]
@@ -327,6 +425,58 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("[model]", "[model]\ndepth = 3");
         let err = TrainConfig::from_toml(&text, "exp.toml").unwrap_err().to_string();
         assert!(err.contains("depth"), "{err}");
+    }
+
+    #[test]
+    fn model_width_range_is_optional_and_must_match() {
+        let with = TrainConfig::from_toml(DEFAULT_CONFIG, "x").unwrap();
+        let without = DEFAULT_CONFIG.replace("\nwidth_range = [0.35, 1.0]\n", "\n");
+        assert_ne!(without, DEFAULT_CONFIG);
+        let c = TrainConfig::from_toml(&without, "x").unwrap();
+        assert_eq!(c.model.width_range, c.width_mult_range);
+        assert_eq!(c, with);
+        assert_eq!(c, TrainConfig::from_toml(&c.to_toml(), "saved").unwrap());
+        // An explicit range must equal width_mult_range, not be overwritten by it.
+        let other = without.replace("[model]\n", "[model]\nwidth_range = [0.5, 1.0]\n");
+        let err = TrainConfig::from_toml(&other, "exp.toml").unwrap_err().to_string();
+        assert!(err.contains("width_range") && err.contains("width_mult_range") && err.contains("exp.toml"), "{err}");
+    }
+
+    #[test]
+    fn every_numeric_value_is_checked() {
+        let cases = [
+            ("num_epochs = 2", "num_epochs = 0", "num_epochs"),
+            ("num_epochs = 2", "num_epochs = 9223372036854775807", "num_epochs"),
+            ("warmup_epochs = 0.1", "warmup_epochs = inf", "warmup_epochs"),
+            ("warmup_epochs = 0.1", "warmup_epochs = nan", "warmup_epochs"),
+            ("warmup_epochs = 0.1", "warmup_epochs = -1.0", "warmup_epochs"),
+            ("warmup_epochs = 0.1", "warmup_epochs = 3.0", "warmup_epochs"),
+            ("momentum = 0.9", "momentum = -0.5", "momentum"),
+            ("momentum = 0.9", "momentum = nan", "momentum"),
+            ("momentum = 0.9", "momentum = 1.0", "momentum"),
+            ("weight_decay = 4e-5", "weight_decay = -1e-4", "weight_decay"),
+            ("weight_decay = 4e-5", "weight_decay = nan", "weight_decay"),
+            ("weight_decay = 4e-5", "weight_decay = inf", "weight_decay"),
+            ("bn_cal_batch_num = 8", "bn_cal_batch_num = 0", "bn_cal_batch_num"),
+            ("batch_size = 128", "batch_size = 0", "batch_size"),
+            ("batch_size = 128", "batch_size = 100000000", "batch_size"),
+            ("num_sample_training = 4", "num_sample_training = 1000000000", "num_sample_training"),
+            ("lr = 0.1", "lr = nan", "lr"),
+            ("lr = 0.1", "lr = 0.0", "lr"),
+            ("label_smoothing = 0.0", "label_smoothing = nan", "label_smoothing"),
+            ("data_loader_workers = 1", "data_loader_workers = 100000", "data_loader_workers"),
+            ("lr_scheduler = \"linear_decaying\"", "lr_scheduler = \"multistep\"\nmultistep_lr_gamma = nan", "multistep_lr_gamma"),
+        ];
+        for (from, to, key) in cases {
+            assert!(DEFAULT_CONFIG.contains(from), "{from}");
+            let text = DEFAULT_CONFIG.replace(from, to);
+            let err = TrainConfig::from_toml(&text, "exp.toml").map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("exp.toml"), "{to}: {err}");
+        }
+        // The edges that are fine.
+        for (from, to) in [("warmup_epochs = 0.1", "warmup_epochs = 2.0"), ("momentum = 0.9", "momentum = 0.0"), ("weight_decay = 4e-5", "weight_decay = 0.0")] {
+            TrainConfig::from_toml(&DEFAULT_CONFIG.replace(from, to), "x").unwrap_or_else(|e| panic!("{to}: {e}"));
+        }
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub enum Error {
         got: usize,
     },
 
+    /// A v2 per-stage spec with the head entry of older versions: the head's output is fixed.
+    #[error(
+        "us_mobilenet_v2's head (its last 1x1 conv, {last_channels} output channels) is fixed, as in the \
+         official model, so a per-stage spec has no entry for it: give {expected} widths (the stem, then \
+         one per block-table row), not {got}; drop the last entry"
+    )]
+    FixedHead { expected: usize, got: usize, last_channels: usize },
+
     /// A model configuration that cannot be built.
     #[error("invalid model configuration: {0}")]
     InvalidConfig(String),
@@ -40,6 +48,37 @@ pub enum Error {
         "no BN statistics stored for width {width}; calibrate it first (stored: {stored})"
     )]
     NotCalibrated { width: String, stored: String },
+
+    /// `--resume` with a schedule or optimizer setting that differs from the run's.
+    #[error(
+        "resuming with a changed schedule ({changes}) would make the learning rate jump mid-run; \
+         resume without changing it, or force it (`usnet train --resume --force`)"
+    )]
+    ResumeChanged { changes: String },
+
+    /// Parameters or optimizer state that are not finite, refused before they are written.
+    #[error(
+        "{path}: not written: {count} value(s) are NaN or infinite (first in {first}); the file on disk is unchanged"
+    )]
+    NonFinite { path: PathBuf, count: usize, first: String },
+
+    /// Training diverged: a checkpoint of non-finite parameters was refused.
+    #[error(
+        "training diverged: after step {step}, {count} parameter value(s) are NaN or infinite (first in {first}); \
+         not saved, so {path} {kept}; lower the learning rate or check the input data"
+    )]
+    Diverged { step: u64, count: usize, first: String, path: PathBuf, kept: String },
+
+    /// Another process holds the run directory.
+    #[error("{dir} is in use by another usnet process ({holder}); wait for it to finish or stop it")]
+    Locked { dir: PathBuf, holder: String },
+
+    /// Evaluation with the running statistics of a checkpoint that has none.
+    #[error(
+        "no BN running statistics: the checkpoint was written before training kept them; \
+         evaluate with calibrated or shared-max statistics, or train it on to collect them"
+    )]
+    NoRunningStats,
 
     /// A loss that is not a finite number.
     #[error("loss of width {width} is {value} at step {step}; lower the learning rate or check the input data")]

@@ -11,6 +11,7 @@
 //! - [`profile`]: MACs and parameters per width.
 
 
+pub mod atomic_file;
 pub mod bench;
 pub mod calibration;
 pub mod checkpoint;
@@ -29,10 +30,11 @@ pub mod model;
 pub mod ops;
 pub mod plot;
 pub mod profile;
+pub mod run_lock;
 pub mod train;
 pub mod width;
 
-pub use calibration::{calibrate, CalibratedModel};
+pub use calibration::{calibrate, BnStatsSource, CalibratedModel};
 pub use error::{Error, Result};
 pub use fixed::{FixedConv, FixedLinear, FixedNet};
 pub use init::{Init, ParamKind};

@@ -29,14 +29,29 @@ fn keep_freed_memory() {
     }
 }
 
+/// The context chain joined by ": ", leaving out a cause that the message before it already
+/// ends with (an I/O error whose text includes its source would otherwise print it twice).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<cli::Interrupted>().is_some() => ExitCode::from(cli::INTERRUPTED_EXIT as u8),
         Err(err) => {
-            // One line: the context chain joined by ": ".
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,10 @@ use std::str::FromStr;
 
 use crate::error::{Error, Result};
 
+/// The most widths a list or grid may hold (`--widths`, `width_mult_list`): each width costs
+/// a forward pass over the data, and its BN statistics are stored.
+pub const MAX_GRID: usize = 1000;
+
 /// Tolerance used when comparing widths against a range: widths are user-typed decimals.
 const WIDTH_EPS: f64 = 1e-9;
 
@@ -161,19 +165,40 @@ impl FromStr for WidthRange {
 
 /// The width of every layer of a model: one width for all, or one per stage.
 ///
-/// A per-stage spec lists the stem's width, then one width per block-table row, then (for
-/// US-MobileNet v2) the head's width, which slims the last 1x1 conv's output. It is written
-/// with `/` between entries, e.g. `0.5/0.35/0.5/0.75/1.0/1.0`; a uniform width is a single
-/// number.
-#[derive(Debug, Clone, PartialEq)]
+/// A per-stage spec lists the stem's width, then one width per block-table row, written with
+/// `/` between entries, e.g. `0.5/0.35/0.5/0.75/1.0`. US-MobileNet v2's head (its last 1x1
+/// conv) has no entry: its output is fixed at full width as in the official model, and only
+/// its input follows the last stage. A uniform width is a single number.
+///
+/// Specs are canonical: a per-stage spec whose entries are all equal *is* that uniform width
+/// (the same channels, MACs and statistics key), so [`WidthSpec::per_stage`], parsing,
+/// [`fmt::Display`], [`WidthSpec::key`] and `==` all treat `0.5/0.5/0.5` as `0.5`.
+#[derive(Debug, Clone)]
 pub enum WidthSpec {
     /// The same width for every slimmable layer, as in the paper's uniform US-Nets.
     Uniform(Width),
-    /// One width per stage: stem, each block-table row, and (v2) the head.
+    /// One width per stage: the stem, then each block-table row. Build it with
+    /// [`WidthSpec::per_stage`] to keep it canonical.
     PerStage(Vec<Width>),
 }
 
 impl WidthSpec {
+    /// A per-stage spec, or the uniform width when every entry is equal.
+    pub fn per_stage(widths: Vec<Width>) -> Self {
+        match widths.first() {
+            Some(&first) if widths.iter().all(|w| *w == first) => WidthSpec::Uniform(first),
+            _ => WidthSpec::PerStage(widths),
+        }
+    }
+
+    /// The canonical form: [`WidthSpec::Uniform`] for a per-stage spec of equal entries.
+    pub fn canonical(&self) -> WidthSpec {
+        match self {
+            WidthSpec::Uniform(w) => WidthSpec::Uniform(*w),
+            WidthSpec::PerStage(ws) => WidthSpec::per_stage(ws.clone()),
+        }
+    }
+
     /// Every width the spec names.
     pub fn widths(&self) -> Vec<Width> {
         match self {
@@ -189,13 +214,19 @@ impl WidthSpec {
 
     /// The spec with each width to 3 decimals, for progress output.
     pub fn short(&self) -> String {
-        let parts: Vec<String> = self.widths().iter().map(|w| format!("{:.3}", w.get())).collect();
+        let parts: Vec<String> = self.canonical().widths().iter().map(|w| format!("{:.3}", w.get())).collect();
         parts.join("/")
     }
 
     /// The canonical text of the spec, used as the key of its BN statistics.
     pub fn key(&self) -> String {
         self.to_string()
+    }
+}
+
+impl PartialEq for WidthSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical().widths() == other.canonical().widths()
     }
 }
 
@@ -207,7 +238,7 @@ impl From<Width> for WidthSpec {
 
 impl fmt::Display for WidthSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match self.canonical() {
             WidthSpec::Uniform(w) => write!(f, "{w}"),
             WidthSpec::PerStage(ws) => {
                 let parts: Vec<String> = ws.iter().map(|w| w.to_string()).collect();
@@ -220,7 +251,8 @@ impl fmt::Display for WidthSpec {
 impl FromStr for WidthSpec {
     type Err = Error;
 
-    /// Parses `0.5` (uniform) or `0.5/0.35/.../1.0` (per stage).
+    /// Parses `0.5` (uniform) or `0.5/0.35/.../1.0` (per stage; all-equal entries give the
+    /// uniform width).
     fn from_str(s: &str) -> Result<Self> {
         if !s.contains('/') {
             return Ok(WidthSpec::Uniform(s.parse()?));
@@ -237,23 +269,35 @@ impl FromStr for WidthSpec {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(WidthSpec::PerStage(widths))
+        Ok(WidthSpec::per_stage(widths))
     }
 }
 
 /// Parses a list of widths: a comma list (`1.0,0.75,0.5`), a grid `MIN:MAX:STEP`
 /// (`0.35:1.0:0.05`, both ends included), or a mix of both separated by commas.
-/// Per-stage specs (`0.5/0.35/...`) may appear as list entries.
+/// Per-stage specs (`0.5/0.35/...`) may appear as list entries. A width given twice (or that
+/// a grid's 6-decimal rounding makes twice) is kept once, at its first place.
+///
+/// # Errors
+///
+/// [`Error::InvalidWidth`] for an entry that is not a width or grid, or a list of more than
+/// [`MAX_GRID`] widths (checked before any grid is expanded).
 pub fn parse_width_list(s: &str) -> Result<Vec<WidthSpec>> {
     let bad = |reason: String| Error::InvalidWidth { input: s.into(), reason };
-    let mut out = Vec::new();
+    let too_many = |n: f64| bad(format!("{n} widths; at most {MAX_GRID} are allowed (use a larger STEP)"));
+    let mut out: Vec<WidthSpec> = Vec::new();
+    let push = |spec: WidthSpec, out: &mut Vec<WidthSpec>| {
+        if !out.contains(&spec) {
+            out.push(spec);
+        }
+    };
     for item in s.split(',').map(str::trim) {
         if item.is_empty() {
             return Err(bad("empty entry; expected widths such as 1.0,0.75,0.5 or 0.35:1.0:0.05".into()));
         }
         let parts: Vec<&str> = item.split(':').collect();
         match parts.as_slice() {
-            [single] => out.push(single.parse::<WidthSpec>()?),
+            [single] => push(single.parse::<WidthSpec>()?, &mut out),
             [lo, hi, step] => {
                 let lo: Width = lo.parse()?;
                 let hi: Width = hi.parse()?;
@@ -265,13 +309,18 @@ pub fn parse_width_list(s: &str) -> Result<Vec<WidthSpec>> {
                 if lo > hi {
                     return Err(bad(format!("grid {item:?} needs MIN <= MAX")));
                 }
-                let n = ((hi.get() - lo.get()) / step + 1e-6).floor() as usize;
+                let steps = ((hi.get() - lo.get()) / step + 1e-6).floor();
+                // NaN cannot happen (finite bounds, positive step); an infinite count can.
+                if steps >= MAX_GRID as f64 || out.len() + steps as usize >= MAX_GRID {
+                    return Err(too_many(out.len() as f64 + steps + 1.0));
+                }
+                let n = steps as usize;
                 for i in 0..=n {
                     let w = lo.get() + step * i as f64;
-                    out.push(WidthSpec::Uniform(Width::new((w * 1e6).round() / 1e6)?));
+                    push(WidthSpec::Uniform(Width::new((w * 1e6).round() / 1e6)?), &mut out);
                 }
                 if (lo.get() + step * n as f64 - hi.get()).abs() > 1e-6 {
-                    out.push(WidthSpec::Uniform(hi));
+                    push(WidthSpec::Uniform(hi), &mut out);
                 }
             }
             _ => {
@@ -279,6 +328,9 @@ pub fn parse_width_list(s: &str) -> Result<Vec<WidthSpec>> {
                     "entry {item:?} is neither a width (0.5) nor a grid MIN:MAX:STEP (0.35:1.0:0.05)"
                 )));
             }
+        }
+        if out.len() > MAX_GRID {
+            return Err(too_many(out.len() as f64));
         }
     }
     Ok(out)
@@ -341,6 +393,22 @@ mod tests {
     }
 
     #[test]
+    fn per_stage_specs_of_equal_entries_are_the_uniform_width() {
+        let half = Width::new(0.5).unwrap();
+        let uniform = WidthSpec::Uniform(half);
+        for spec in [WidthSpec::PerStage(vec![half; 5]), WidthSpec::per_stage(vec![half; 5]), "0.5/0.5/0.5/0.5/0.5".parse().unwrap()] {
+            assert_eq!(spec, uniform);
+            assert_eq!(spec.key(), "0.5");
+            assert_eq!(spec.to_string(), "0.5");
+            assert_eq!(spec.short(), "0.500");
+        }
+        assert!(matches!(WidthSpec::per_stage(vec![half; 3]), WidthSpec::Uniform(_)));
+        let mixed: WidthSpec = "0.5/0.35/0.5".parse().unwrap();
+        assert_ne!(mixed, uniform);
+        assert_eq!(mixed.key(), "0.5/0.35/0.5");
+    }
+
+    #[test]
     fn width_lists_and_grids() {
         let l = parse_width_list("0.35:1.0:0.05").unwrap();
         assert_eq!(l.len(), 14);
@@ -351,6 +419,16 @@ mod tests {
         assert!(parse_width_list("1.0,,0.5").is_err());
         assert!(parse_width_list("0.3:0.2:0.1").is_err());
         assert!(parse_width_list("0.3:1:0").is_err());
+        // Capped before expanding; duplicates (given, or made by 6-decimal rounding) kept once.
+        for huge in ["0.35:1.0:1e-300", "0.35:1.0:0.0001", "0.35:1.0:0.0005,0.35:1.0:0.0005"] {
+            let err = parse_width_list(huge).unwrap_err().to_string();
+            assert!(err.contains("at most 1000"), "{huge}: {err}");
+        }
+        assert_eq!(parse_width_list("0.35:1.0:0.001").unwrap().len(), 651);
+        let l = parse_width_list("0.5,1.0,0.5,0.35:0.36:0.0000001").unwrap_err();
+        assert!(l.to_string().contains("at most"), "{l}");
+        let l = parse_width_list("0.5,1.0,0.5,0.5/0.5,0.4:0.4000004:0.0000001").unwrap();
+        assert_eq!(l.iter().map(|w| w.key()).collect::<Vec<_>>(), ["0.5", "1", "0.4"]);
         let g = WidthRange::new(Width::new(0.25).unwrap(), Width::MAX).unwrap().grid(4);
         assert_eq!(g.iter().map(|w| w.get()).collect::<Vec<_>>(), vec![0.25, 0.5, 0.75, 1.0]);
     }

@@ -47,6 +47,7 @@ fn small_config(dir: &Path, extra: &str) -> PathBuf {
     let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/fashion_mnist_us_v2.toml")).unwrap();
     let text = base
         .replace("batch_size = 128", "batch_size = 32")
+        .replace("validation_size = 5000", "validation_size = 200")
         .replace("data_loader_workers = 1", &format!("data_loader_workers = 1\ntrain_subset = 256\ntest_subset = 128\n{extra}"));
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
@@ -68,6 +69,15 @@ fn profile_prints_official_macs_and_rejects_bad_input() {
     assert_clean_failure(&usnet(&["profile", "--arch", "resnet"]), &["unknown arch"]);
     assert_clean_failure(&usnet(&["profile", "--widths", "0.2"]), &["outside the model's width range"]);
     assert_clean_failure(&usnet(&["profile", "--widths", "0.5,abc"]), &["abc"]);
+    // Sizes nobody checked: refused before anything is allocated, with the limit.
+    assert_clean_failure(&usnet(&["profile", "--widths", "0.35:1.0:1e-300"]), &["at most 1000"]);
+    assert_clean_failure(&usnet(&["profile", "--num-classes", "1000000000"]), &["num_classes", "at most"]);
+    assert_clean_failure(&usnet(&["profile", "--num-classes", "1000000"]), &["parameters", "at most 100000000"]);
+    assert_clean_failure(&usnet(&["profile", "--input-size", "100000000"]), &["input size"]);
+    let o = usnet(&["profile", "--widths", "0.5,0.51,1.0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("0.51 into 0.5"), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().filter(|l| l.trim_end().ends_with('M')).count(), 2, "{}", stdout(&o));
     for o in [usnet(&["profile", "--widths", "0.2"]), usnet(&["profile", "--widths", "0.5,abc"])] {
         assert_eq!(stderr(&o).trim().lines().count(), 1, "one-line error: {}", stderr(&o));
     }
@@ -85,6 +95,15 @@ fn bad_configs_and_checkpoints_fail_clearly() {
     std::fs::write(&cfg, base.replace("width_mult_list = [", "width_mult_list = [0.2, ")).unwrap();
     assert_clean_failure(&usnet(&["train", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap()]), &["0.2", "range"]);
 
+    // Nonsense numbers stop the run before anything is written (they used to wrap to 0 epochs
+    // and exit 0 with an untrained checkpoint marked finished).
+    for epochs in ["0", "9223372036854775808"] {
+        assert_clean_failure(&usnet(&["train", "--epochs", epochs, "--output", out.to_str().unwrap()]), &["num_epochs", epochs]);
+    }
+    std::fs::write(&cfg, base.replace("warmup_epochs = 0.1", "warmup_epochs = inf")).unwrap();
+    assert_clean_failure(&usnet(&["train", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap()]), &["warmup_epochs", "typo.toml"]);
+    assert!(!out.exists(), "a rejected run writes nothing");
+
     let missing = dir.join("nowhere");
     assert_clean_failure(
         &usnet(&["train", "--data-dir", missing.to_str().unwrap(), "--output", out.to_str().unwrap()]),
@@ -92,6 +111,11 @@ fn bad_configs_and_checkpoints_fail_clearly() {
     );
 
     assert_clean_failure(&usnet(&["train", "--output", out.to_str().unwrap(), "--resume"]), &["--resume", "checkpoint"]);
+
+    // An I/O error is said once, not "path: reason: reason".
+    let o = usnet(&["train", "--config", dir.join("none.toml").to_str().unwrap(), "--output", out.to_str().unwrap()]);
+    assert_clean_failure(&o, &["none.toml", "No such file"]);
+    assert_eq!(stderr(&o).matches("No such file").count(), 1, "{}", stderr(&o));
 
     let trunc = dir.join("truncated.safetensors");
     std::fs::write(&trunc, b"\x40\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
@@ -131,27 +155,69 @@ fn train_calibrate_eval_on_fashion_mnist() {
     let resolved = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(resolved.contains("train_subset = 256") && resolved.contains("batch_size = 32"), "{resolved}");
 
+    // A full disk (a file size limit stands in for it): the write fails with a clear error,
+    // the checkpoint stays as it was, and no temporary file is left to hold the space.
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let full = Command::new("bash")
+        .args(["-c", "trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_usnet")])
+        .args(["calibrate", "--checkpoint", run_s, "--widths", "1.0", "--batches", "1"])
+        .output()
+        .unwrap();
+    assert_clean_failure(&full, &["checkpoint.safetensors"]);
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), before);
+    let leftovers: Vec<String> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
     let o = usnet(&["calibrate", "--checkpoint", run_s, "--widths", "1.0,0.5,0.35", "--batches", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let json = dir.join("eval.json");
     let plot = dir.join("eval.png");
     let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0,0.5,0.42", "--json", json.to_str().unwrap(), "--plot", plot.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("calibrating on demand"), "0.42 was not calibrated: {}", stderr(&o));
+    assert!(stderr(&o).contains("0.42; calibrated on demand"), "0.42 was not calibrated: {}", stderr(&o));
     let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[2]["calibrated_on_demand"], true);
     assert_eq!(rows[0]["calibrated_on_demand"], false);
     for r in rows {
-        let top1 = r["top1"].as_f64().unwrap();
-        assert!((0.0..=100.0).contains(&top1));
+        // Finite logits on every image, and accuracies that are counts of 128 images: a NaN
+        // model (scored 100% before) or a broken count fails here.
+        let (top1, top5) = (r["top1"].as_f64().unwrap(), r["top5"].as_f64().unwrap());
+        assert_eq!(r["non_finite"], 0, "{r}");
         assert_eq!(r["samples"], 128);
+        assert!(0.0 < top1 && top1 <= top5 && top5 <= 100.0, "{r}");
+        for pct in [top1, top5] {
+            let hits = pct * 128.0 / 100.0;
+            assert!((hits - hits.round()).abs() < 1e-6, "{pct}% is not a count of 128 images");
+        }
     }
     assert!(rows[0]["macs"].as_u64().unwrap() > rows[1]["macs"].as_u64().unwrap());
-    let png = std::fs::read(&plot).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // The plot is a real image with something drawn on it, not just a PNG header.
+    let img = image::open(&plot).unwrap_or_else(|e| panic!("{}: {e}", plot.display())).to_rgb8();
+    assert!(img.width() >= 200 && img.height() >= 150, "{}x{}", img.width(), img.height());
+    let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    assert!(colours.len() >= 3, "a plot of {} colour(s)", colours.len());
     assert_clean_failure(&usnet(&["eval", "--checkpoint", run_s, "--widths", "0.2"]), &["0.2", "range"]);
+
+    // A run directory where the default plot cannot be written (root ignores permission
+    // bits, so a directory stands in the plot's place): the results still come, with a note.
+    std::fs::create_dir_all(run.join("eval.png").join("taken")).unwrap();
+    let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("1 ") && stderr(&o).contains("no plot written") && stderr(&o).contains("--plot"), "{}", stderr(&o));
+    let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0", "--plot", run.join("eval.png").to_str().unwrap()]);
+    assert_clean_failure(&o, &["writing the plot"]);
+
+    // The three sources of BN statistics; the old flag says where it went.
+    for source in ["shared-max", "running"] {
+        let json = dir.join(format!("{source}.json"));
+        let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0,0.5", "--bn-stats", source, "--json", json.to_str().unwrap(), "--plot", plot.to_str().unwrap()]);
+        assert!(o.status.success(), "{source}: {}", stderr(&o));
+        let rows: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert!(rows.as_array().unwrap().iter().all(|r| r["bn_stats"] == source && r["non_finite"] == 0), "{rows}");
+    }
+    assert_clean_failure(&usnet(&["eval", "--checkpoint", run_s, "--no-calibration"]), &["--bn-stats shared-max", "--bn-stats running"]);
 }
 
 fn losses_by_step(run: &Path) -> Vec<(u64, Vec<f64>)> {
@@ -207,4 +273,182 @@ fn sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run() {
             assert!((x - y).abs() <= 1e-3 * (1.0 + x.abs()), "step {s}: {la:?} vs {lb:?}");
         }
     }
+}
+
+/// `(step, lr)` of every line of a run's metrics.
+fn lrs(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["lr"].as_f64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "heavy: trains on a Fashion-MNIST subset"]
+fn max_steps_stops_early_on_the_full_schedule_and_resume_follows_one_policy() {
+    let dir = temp_dir("schedule");
+    let cfg = small_config(&dir, "");
+    let run = dir.join("run");
+    let (cfg, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
+    // 256 images in batches of 32: 8 steps an epoch, 2 epochs, warm-up round(0.1 * 8) = 1 step.
+    let lr = |step: u64| if step == 0 { 0.1 } else { 0.1 * (1.0 - (step - 1) as f64 / 15.0) };
+    let o = usnet(&["train", "--config", cfg, "--max-steps", "3", "--output", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped at step 3") && stderr(&o).contains("--resume"), "{}", stderr(&o));
+    // The LR is the start of the 16-step schedule, not a schedule squeezed into 3 steps.
+    for (step, got) in lrs(&run) {
+        assert!((got - lr(step - 1)).abs() < 1e-12, "step {step}: lr {got}, want {}", lr(step - 1));
+    }
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(!saved.contains("max_steps"), "the stop is not part of the run: {saved}");
+
+    // Resuming without --max-steps trains to the end of the schedule, LR continuous.
+    let o = usnet(&["train", "--output", run_s, "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = lrs(&run);
+    assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), (1..=16).collect::<Vec<_>>());
+    for (step, got) in all {
+        assert!((got - lr(step - 1)).abs() < 1e-12, "step {step}: lr {got}, want {}", lr(step - 1));
+    }
+
+    // A finished, calibrated run: resuming is a no-op that says so and keeps every byte.
+    let o = usnet(&["calibrate", "--checkpoint", run_s, "--widths", "1.0,0.5", "--batches", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    let o = usnet(&["train", "--output", run_s, "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("finished at step 16; nothing to train"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), before, "the stored statistics survive");
+
+    // A changed schedule is refused unless forced; other settings are ignored, and said so.
+    assert_clean_failure(&usnet(&["train", "--output", run_s, "--resume", "--epochs", "3"]), &["num_epochs 2 -> 3", "--force"]);
+    assert_clean_failure(&usnet(&["train", "--output", run_s, "--resume", "--batch-size", "16"]), &["batch_size 32 -> 16"]);
+    let other = dir.join("other.toml");
+    std::fs::write(&other, std::fs::read_to_string(cfg).unwrap().replace("random_seed = 1995", "random_seed = 7")).unwrap();
+    let o = usnet(&["train", "--config", other.to_str().unwrap(), "--output", run_s, "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("ignored random_seed = 7"), "{}", stderr(&o));
+    let o = usnet(&["train", "--output", run_s, "--resume", "--epochs", "3", "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("num_epochs = 3 replaces the run's 2") && stderr(&o).contains("calibrate"), "{}", stderr(&o));
+    assert_eq!(lrs(&run).len(), 24);
+}
+
+#[test]
+#[ignore = "heavy: trains on a Fashion-MNIST subset"]
+fn a_second_writer_is_refused_and_ctrl_c_saves_then_exits_130() {
+    let dir = temp_dir("sigint");
+    let cfg = small_config(&dir, "");
+    let run = dir.join("run");
+    let (cfg, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usnet"))
+        .args(["train", "--config", cfg, "--epochs", "50", "--output", run_s])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map(|t| t.lines().count()).unwrap_or(0) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(300), "training made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "training ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A second writer of the same directory is refused at once, naming the first.
+    let pid = format!("pid {}", child.id());
+    assert_clean_failure(&usnet(&["train", "--config", cfg, "--output", run_s, "--resume"]), &["in use by another usnet process", &pid]);
+    assert_clean_failure(&usnet(&["calibrate", "--checkpoint", run_s]), &["in use by another usnet process", &pid]);
+
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains(&format!("usnet train --output {run_s} --resume")), "{err}");
+    // The checkpoint holds every step the metrics logged.
+    let steps = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count();
+    let o = usnet(&["train", "--output", run_s, "--resume", "--max-steps", &steps.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("stopped at step {steps}")), "nothing lost, nothing repeated: {}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), steps);
+}
+
+#[test]
+#[ignore = "heavy: trains on a Fashion-MNIST subset"]
+fn a_diverging_run_never_overwrites_its_last_good_checkpoint() {
+    let dir = temp_dir("diverge");
+    let cfg = small_config(&dir, "");
+    let run = dir.join("run");
+    let (cfg_s, run_s) = (cfg.to_str().unwrap(), run.to_str().unwrap());
+    let o = usnet(&["train", "--config", cfg_s, "--max-steps", "7", "--output", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let good = std::fs::read(run.join("checkpoint.safetensors")).unwrap();
+    // The next step makes every parameter infinite; its loss was still finite, so only the
+    // epoch-end save right after it can catch it.
+    let wild = dir.join("wild.toml");
+    std::fs::write(&wild, std::fs::read_to_string(&cfg).unwrap().replace("lr = 0.1", "lr = 1e39")).unwrap();
+    let o = usnet(&["train", "--config", wild.to_str().unwrap(), "--output", run_s, "--resume", "--force"]);
+    assert_clean_failure(&o, &["diverged", "after step 8", "keeps the last good checkpoint (step 7)", "lower the learning rate"]);
+    assert_eq!(std::fs::read(run.join("checkpoint.safetensors")).unwrap(), good);
+    let leftovers: Vec<_> = std::fs::read_dir(&run).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // The good checkpoint still resumes.
+    let o = usnet(&["train", "--output", run_s, "--resume", "--max-steps", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A non-finite loss names the step as progress counts it (from 1): step 1 ran and was
+    // logged, step 2's loss is NaN.
+    let fresh = dir.join("fresh");
+    let o = usnet(&["train", "--config", wild.to_str().unwrap(), "--output", fresh.to_str().unwrap(), "--max-steps", "5"]);
+    assert_clean_failure(&o, &["at step 2", "lower the learning rate"]);
+    assert_eq!(std::fs::read_to_string(fresh.join("metrics.jsonl")).unwrap().lines().count(), 1);
+}
+
+#[test]
+#[ignore = "heavy: trains on a Fashion-MNIST subset, twice"]
+fn snet_and_nonuniform_training_run_end_to_end() {
+    let dir = temp_dir("modes");
+    let base = std::fs::read_to_string(small_config(&dir, "")).unwrap();
+    // An S-Net: its four widths every step, widest first; eval at its widths only.
+    let snet = dir.join("snet.toml");
+    std::fs::write(&snet, base.replace("mode = \"universal\"", "mode = \"slimmable\"").replace(
+        "width_mult_list = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35]",
+        "width_mult_list = [1.0, 0.75, 0.5, 0.35]",
+    ))
+    .unwrap();
+    let run = dir.join("snet");
+    let run_s = run.to_str().unwrap();
+    let o = usnet(&["train", "--config", snet.to_str().unwrap(), "--max-steps", "3", "--output", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let widths: Vec<Vec<String>> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["losses"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap().to_string()).collect()
+        })
+        .collect();
+    assert_eq!(widths.len(), 3);
+    assert!(widths.iter().all(|w| w == &["1.000", "0.750", "0.500", "0.350"]), "{widths:?}");
+    let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "grid", "--bn-stats", "running"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(&usnet(&["eval", "--checkpoint", run_s, "--widths", "0.6"]), &["switchable BN", "0.6"]);
+
+    // Non-uniform: the random widths are per stage (5 entries: stem and 4 rows), the ends uniform.
+    let nonuniform = dir.join("nonuniform.toml");
+    std::fs::write(&nonuniform, base.replace("nonuniform = false", "nonuniform = true")).unwrap();
+    let run = dir.join("nonuniform");
+    let run_s = run.to_str().unwrap();
+    let o = usnet(&["train", "--config", nonuniform.to_str().unwrap(), "--max-steps", "3", "--output", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for line in std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let w: Vec<&str> = v["losses"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
+        assert_eq!(&w[..2], ["1.000", "0.350"], "{w:?}");
+        assert!(w[2..].iter().all(|s| s.split('/').count() == 5), "{w:?}");
+    }
+    let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0,0.5/0.35/0.5/0.75/1.0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -40,11 +40,15 @@ impl Report {
         }
     }
 
-    /// A stored tensor: either `values` + `tolerance`, or `samples` of `[index, value, tol]`.
+    /// A stored tensor: `values` + `tolerance`, and/or `samples` of `[index, value, tol]`;
+    /// an entry with neither checks nothing, so it is an error.
     fn tensor(&mut self, section: &str, key: &str, stored: &Value, got: &[f32], shape: &[usize]) -> Result<(), String> {
         let want_shape = shape_of(stored)?;
         if want_shape != shape {
             return Err(format!("{section} {key}: stored shape {want_shape:?}, model gives {shape:?}"));
+        }
+        if stored.get("values").is_none() && stored.get("samples").is_none() {
+            return Err(format!("{section} {key}: the entry has neither values nor samples, so it checks nothing"));
         }
         if let Some(values) = stored.get("values") {
             let tol = num(&stored["tolerance"])?;
@@ -97,7 +101,7 @@ fn width_spec(v: &Value) -> Result<WidthSpec, String> {
         Value::String(s) => s.parse().map_err(|e: usnet::Error| e.to_string()),
         Value::Array(items) => {
             let ws = items.iter().map(|w| usnet::Width::new(num(w)?).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
-            Ok(WidthSpec::PerStage(ws))
+            Ok(WidthSpec::per_stage(ws))
         }
         _ => Err(format!("width {v} is neither a number nor a list")),
     }
@@ -160,6 +164,41 @@ fn check_params(report: &mut Report, section: &str, model: &UsNet, stored: &Valu
 fn run_file(path: &Path, device: &Device) -> Result<Report, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let doc: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    run_doc(&doc, device)
+}
+
+/// Documents the harness must refuse, each with the words its error must contain: a harness
+/// that accepted them would pass files that check nothing.
+fn self_check(device: &Device) -> Result<(), String> {
+    let model = serde_json::json!({
+        "arch": "us_mobilenet_v1", "num_classes": 3, "input_channels": 1, "divisor": 8,
+        "width_range": [0.25, 1.0], "block_setting": [[16, 1, 1]], "stem_channels": 8,
+        "stem_stride": 1, "last_channels": null
+    });
+    let config = model_config(&model)?;
+    let built = UsNet::init(&config, &Init::Counter { seed: 0 }, device).map_err(|e| e.to_string())?;
+    let params = |entry: &dyn Fn(&[usize]) -> Value| -> Value {
+        built.params().iter().map(|(n, _, t)| (n.clone(), entry(&t.shape()))).collect::<serde_json::Map<_, _>>().into()
+    };
+    let doc = |params_init: Value, train: Value| {
+        serde_json::json!({ "format": "usnet-golden/1", "seed": 0, "model": model, "params_init": params_init, "train": train })
+    };
+    let bare = doc(params(&|shape| serde_json::json!({ "shape": shape })), Value::Null);
+    let no_distill = doc(
+        params(&|shape| serde_json::json!({ "shape": shape, "samples": [] })),
+        serde_json::json!({ "momentum": 0.9, "weight_decay": 0.0, "lr": 0.1, "steps": [] }),
+    );
+    for (what, doc, needle) in [("an entry with neither values nor samples", bare, "neither"), ("a train section without distillation", no_distill, "distillation")] {
+        match run_doc(&doc, device) {
+            Err(e) if e.contains(needle) => {}
+            Err(e) => return Err(format!("{what}: refused for another reason: {e}")),
+            Ok(_) => return Err(format!("{what} passed")),
+        }
+    }
+    Ok(())
+}
+
+fn run_doc(doc: &Value, device: &Device) -> Result<Report, String> {
     if doc["format"] != "usnet-golden/1" {
         return Err(format!("format is {}, expected \"usnet-golden/1\"", doc["format"]));
     }
@@ -211,7 +250,9 @@ fn run_file(path: &Path, device: &Device) -> Result<Report, String> {
 
     if let Some(train) = doc.get("train").filter(|v| !v.is_null()) {
         let distill = match train.get("distillation") {
-            None => true,
+            // Whether the students learn from the max width or the labels changes every loss:
+            // a file must say which.
+            None => return Err("train.distillation is missing: say whether inplace distillation is on".into()),
             Some(Value::Bool(b)) => *b,
             Some(Value::Null) => false,
             Some(Value::String(s)) => !matches!(s.to_ascii_lowercase().as_str(), "none" | "off" | "false"),
@@ -257,6 +298,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match self_check(&device) {
+        Ok(()) => println!("self-check: malformed files are refused ... ok"),
+        Err(e) => {
+            println!("self-check ... FAILED: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
         Err(e) => {

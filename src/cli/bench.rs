@@ -108,7 +108,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    usnet::checkpoint::write_atomic(&args.output, serde_json::to_string_pretty(&summary)?.as_bytes())
+    usnet::atomic_file::write_atomic(&args.output, serde_json::to_string_pretty(&summary)?.as_bytes())
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!("wrote {}", args.output.display());
     Ok(())

@@ -4,20 +4,22 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use usnet::checkpoint::{resolve, Checkpoint};
+use usnet::checkpoint::resolve;
 use usnet::dataset::{first_batches, ExperimentData};
 use usnet::CalibratedModel;
 
 use super::eval::parse_widths;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  usnet calibrate --checkpoint runs/default\n  usnet calibrate --checkpoint runs/default --widths 0.35:1.0:0.05 --batches 16\n  usnet calibrate --checkpoint runs/default --widths 0.5/0.35/0.5/0.75/1.0/1.0   # per stage")]
+#[command(after_help = "Examples:\n  usnet calibrate --checkpoint runs/default\n  usnet calibrate --checkpoint runs/default --widths 0.35:1.0:0.05 --batches 16\n  usnet calibrate --checkpoint runs/default --widths 0.5/0.35/0.5/0.75/1.0   # per stage")]
 pub struct CalibrateArgs {
     /// Checkpoint file, or a run directory holding checkpoint.safetensors.
     #[arg(long)]
     checkpoint: PathBuf,
     /// `grid` (the config's width_mult_list, default), a list (1.0,0.75,0.5), a grid
-    /// MIN:MAX:STEP, or per-stage specs (stem/stage.../head, '/' separated).
+    /// MIN:MAX:STEP, or per-stage specs (the stem, then one width per block-table row, '/'
+    /// separated; v2's head is fixed and has no entry). At most 1,000 widths; a width that
+    /// gives the same channels as an earlier one is merged into it.
     #[arg(long, default_value = "grid")]
     widths: String,
     /// Training batches per width (default: the config's bn_cal_batch_num).
@@ -27,9 +29,14 @@ pub struct CalibrateArgs {
 
 pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
     let path = resolve(&args.checkpoint);
+    // One writer per run directory: not while it trains, nor two calibrations at once. (A
+    // directory that does not exist gets no lock file: loading reports the missing file.)
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let _lock = dir.is_dir().then(|| usnet::run_lock::RunLock::acquire(dir)).transpose()?;
     let device = usnet::device::device(None)?;
-    let mut ck = Checkpoint::load(&path, &device)?;
+    let mut ck = super::load_checkpoint(&path, &device)?;
     let specs = parse_widths(&args.widths, &ck.config)?;
+    let specs = super::distinct_widths(&ck.model, specs, &path.display().to_string())?;
     let batches = args.batches.unwrap_or(ck.config.bn_cal_batch_num);
     anyhow::ensure!(batches >= 1, "--batches must be at least 1");
     let data = ExperimentData::load(&ck.config).context("loading the calibration data")?;

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
-use usnet::checkpoint::{resolve, Checkpoint};
+use usnet::checkpoint::resolve;
 use usnet::config::{TrainConfig, TrainingMode};
 use usnet::dataset::{first_batches, ExperimentData};
 use usnet::eval::accuracy;
 use usnet::plot::{write_line_plot, Curve, PlotSpec};
 use usnet::profile::width_cost;
 use usnet::width::parse_width_list;
-use usnet::{CalibratedModel, WidthSpec};
+use usnet::{BnStatsSource, CalibratedModel, WidthSpec};
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  usnet eval --checkpoint runs/default\n  usnet eval --checkpoint runs/default --widths 0.35:1.0:0.05 --json eval.json\n  usnet eval --checkpoint runs/us --checkpoint runs/fixed-0.5 --plot compare.png")]
@@ -21,7 +21,9 @@ pub struct EvalArgs {
     #[arg(long, required = true)]
     checkpoint: Vec<PathBuf>,
     /// Widths: `grid` (each checkpoint's width_mult_list), a list, a grid MIN:MAX:STEP, or
-    /// per-stage specs. Default: the calibrated widths (the grid for a fresh checkpoint).
+    /// per-stage specs; at most 1,000, and a width that gives the same channels as an
+    /// earlier one is merged into it. Default: the calibrated widths (the grid for a fresh
+    /// checkpoint).
     #[arg(long)]
     widths: Option<String>,
     /// Batches for calibrating a width that has no stored statistics (default: the
@@ -31,9 +33,15 @@ pub struct EvalArgs {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Ablation: no per-width BN statistics; every width uses the max width's statistics,
-    /// sliced to its channels (calibrating the max width if needed).
-    #[arg(long)]
+    /// Where BN statistics come from: `calibrated` (per width, the paper's method: stored,
+    /// or calibrated on demand), `shared-max` (the max width's calibrated statistics sliced
+    /// for every width), or `running` (the running statistics of training, shared by every
+    /// width: the paper's "no calibration" baseline).
+    #[arg(long, value_enum, default_value_t = BnStats::Calibrated)]
+    bn_stats: BnStats,
+    /// Renamed: use --bn-stats shared-max (what it did) or --bn-stats running (the paper's
+    /// "no calibration").
+    #[arg(long, hide = true)]
     no_calibration: bool,
     /// Write the top-1 vs MACs plot here (default: eval.png beside the first checkpoint).
     #[arg(long)]
@@ -52,6 +60,24 @@ pub enum Split {
     Validation,
 }
 
+/// `--bn-stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BnStats {
+    Calibrated,
+    SharedMax,
+    Running,
+}
+
+impl From<BnStats> for BnStatsSource {
+    fn from(b: BnStats) -> Self {
+        match b {
+            BnStats::Calibrated => BnStatsSource::Calibrated,
+            BnStats::SharedMax => BnStatsSource::SharedMax,
+            BnStats::Running => BnStatsSource::Running,
+        }
+    }
+}
+
 /// One row of the results.
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -67,6 +93,8 @@ struct Row {
     /// Images whose logits were not all finite (each scored as a miss).
     non_finite: usize,
     split: Split,
+    /// Where the BN statistics came from (`--bn-stats`).
+    bn_stats: BnStatsSource,
     calibrated_on_demand: bool,
 }
 
@@ -84,34 +112,43 @@ fn label_of(path: &Path) -> String {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.no_calibration,
+        "--no-calibration was renamed: --bn-stats shared-max is what it did (the max width's calibrated statistics, \
+         sliced), --bn-stats running is the paper's \"no calibration\" (the running statistics of training)"
+    );
     let device = usnet::device::device(None)?;
     let mut rows: Vec<Row> = Vec::new();
     for given in &args.checkpoint {
         let path = resolve(given);
-        let ck = Checkpoint::load(&path, &device)?;
+        let ck = super::load_checkpoint(&path, &device)?;
         let specs = match &args.widths {
             Some(s) => parse_widths(s, &ck.config)?,
             None if !ck.bn_stats.is_empty() => ck.bn_stats.iter().map(|(s, _)| s.clone()).collect(),
             None => ck.config.width_list()?,
         };
+        let specs = super::distinct_widths(&ck.model, specs, &path.display().to_string())?;
         let data = ExperimentData::load(&ck.config).with_context(|| format!("loading the data of {}", path.display()))?;
         let [_, h, _] = data.test.sample_shape();
         let mut cal = CalibratedModel::with_stats(ck.model.clone(), ck.bn_stats.clone());
         let n = args.batches.unwrap_or(ck.config.bn_cal_batch_num).max(1);
-        if args.no_calibration {
-            let max = WidthSpec::Uniform(cal.model.width_range().max());
-            if cal.stats(&max).is_none() {
-                cal.calibrate(first_batches(&data.calibration, n, &device)?, std::slice::from_ref(&max))?;
+        let source = BnStatsSource::from(args.bn_stats);
+        match source {
+            BnStatsSource::Calibrated => {}
+            BnStatsSource::SharedMax => {
+                eprintln!("{}: --bn-stats shared-max: every width uses the max width's calibrated statistics, sliced", path.display())
             }
-            eprintln!("{}: --no-calibration: every width uses the statistics of width {max}, sliced", path.display());
-            cal.share_statistics(&max, &specs)?;
+            BnStatsSource::Running => {
+                eprintln!("{}: --bn-stats running: every width uses the running statistics of training, sliced", path.display())
+            }
         }
-        let missing = cal.missing(&specs);
+        let batches = || first_batches(&data.calibration, n, &device);
+        let missing = cal
+            .prepare(source, &specs, ck.running_stats.as_ref(), batches)
+            .with_context(|| format!("preparing the BN statistics of {}", path.display()))?;
         if !missing.is_empty() {
             let names: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
-            eprintln!("{}: no stored BN statistics for width(s) {}; calibrating on demand over {n} batch(es)", path.display(), names.join(", "));
-            let inputs = first_batches(&data.calibration, n, &device)?;
-            cal.calibrate(inputs, &missing).context("calibrating on demand")?;
+            eprintln!("{}: no stored BN statistics for width(s) {}; calibrated on demand over {n} batch(es)", path.display(), names.join(", "));
         }
         let label = label_of(given);
         let pb = super::progress::bar(specs.len() as u64, "eval");
@@ -137,6 +174,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 samples: acc.samples,
                 non_finite: acc.non_finite,
                 split: args.split,
+                bn_stats: source,
                 calibrated_on_demand: missing.contains(spec),
             });
             pb.inc(1);
@@ -162,7 +200,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&rows)?;
-        usnet::checkpoint::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        usnet::atomic_file::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     let plot_path = match &args.plot {
@@ -181,7 +219,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }
     }
     let spec = PlotSpec { title: "Top-1 accuracy vs MACs", x_label: "MACs per image", y_label: "top-1 accuracy (%)" };
-    write_line_plot(&plot_path, &spec, &curves).with_context(|| format!("writing the plot {}", plot_path.display()))?;
-    eprintln!("wrote {}", plot_path.display());
+    match write_line_plot(&plot_path, &spec, &curves) {
+        Ok(()) => eprintln!("wrote {}", plot_path.display()),
+        // The default place, beside the checkpoint, may not be writable (a read-only run):
+        // the results are printed already, so say so and succeed.
+        Err(e) if args.plot.is_none() => eprintln!(
+            "note: no plot written: {} is not writable ({e}); pass --plot PATH to write it elsewhere",
+            plot_path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("writing the plot {}", plot_path.display())),
+    }
     Ok(())
 }

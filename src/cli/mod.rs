@@ -47,6 +47,47 @@ pub enum Command {
     Profile(profile::ProfileArgs),
 }
 
+/// The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+pub const INTERRUPTED_EXIT: i32 = 130;
+
+/// A command stopped by Ctrl-C after saving its work; it has said so, and exits with
+/// [`INTERRUPTED_EXIT`].
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Loads a checkpoint and reports on stderr what loading it had to convert or leave out.
+pub(crate) fn load_checkpoint(path: &std::path::Path, device: &burn::tensor::Device) -> anyhow::Result<usnet::checkpoint::Checkpoint> {
+    let ck = usnet::checkpoint::Checkpoint::load(path, device)?;
+    for note in &ck.notes {
+        eprintln!("{}: {note}", path.display());
+    }
+    Ok(ck)
+}
+
+/// `specs` without widths that give the same network as an earlier one, each merge said on
+/// stderr (`who` names the model or file).
+pub(crate) fn distinct_widths(model: &usnet::UsNet, specs: Vec<usnet::WidthSpec>, who: &str) -> anyhow::Result<Vec<usnet::WidthSpec>> {
+    let (kept, merged) = model.distinct_widths(&specs)?;
+    if !merged.is_empty() {
+        let shown: Vec<String> = merged.iter().take(8).map(|(dropped, into)| format!("{dropped} into {into}")).collect();
+        let more = if merged.len() > 8 { format!(" (and {} more)", merged.len() - 8) } else { String::new() };
+        eprintln!(
+            "{who}: {} width(s) give the same channels in every layer as an earlier one, merged: {}{more}",
+            merged.len(),
+            shown.join(", ")
+        );
+    }
+    Ok(kept)
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

@@ -18,7 +18,9 @@ pub struct ProfileArgs {
     #[arg(long, default_value_t = 1000)]
     num_classes: usize,
     /// Widths: a list (1.0,0.75,0.5), a grid MIN:MAX:STEP (0.35:1.0:0.05), or per-stage
-    /// specs with '/' between stem, stages and (v2) head. Default: the range's ends.
+    /// specs with '/' between the stem and each block-table row (v2's head is fixed and has
+    /// no entry). At most 1,000 widths; a width that gives the same channels as an earlier
+    /// one is merged into it. Default: the range's ends.
     #[arg(long)]
     widths: Option<String>,
     /// Print a JSON array of {"width", "macs", "params"} instead of a table.
@@ -40,6 +42,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             vec![max, min]
         }
     };
+    let specs = super::distinct_widths(&model, specs, args.arch.name())?;
     let costs = specs
         .iter()
         .map(|spec| width_cost(&model, spec, args.input_size).with_context(|| format!("{} at width {spec}", args.arch)))

@@ -1,15 +1,28 @@
 //! `usnet train`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use usnet::config::{TrainConfig, DEFAULT_CONFIG};
 
+use usnet::train::{EpochValidation, StepReport, TrainEvents, TrainOptions};
+
 use super::progress::bar;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  usnet train                                   # Fashion-MNIST default into runs/default\n  usnet train --config configs/cifar10_us_v2.toml --output runs/c10\n  usnet train --output runs/c10 --resume        # continue after a crash, same steps\n  usnet train --max-steps 20 --output /tmp/smoke")]
+#[command(after_help = "Examples:
+  usnet train                                   # Fashion-MNIST default into runs/default
+  usnet train --config configs/cifar10_us_v2.toml --output runs/c10
+  usnet train --output runs/c10 --resume        # continue after a crash, same steps
+  usnet train --max-steps 20 --output /tmp/smoke
+
+On --resume the run's stored config wins: --data-dir and --backend are taken (they change
+no result); a changed schedule (--epochs, --batch-size, or those keys in --config) is refused
+unless --force; any other setting that differs is ignored and said so. Resuming a finished
+run with an unchanged schedule trains nothing and changes nothing.")]
 pub struct TrainArgs {
     /// Experiment config (strict TOML, see configs/). Default: the Fashion-MNIST US-Net,
     /// or with --resume the run's own config.
@@ -21,10 +34,15 @@ pub struct TrainArgs {
     /// Continue the run in --output from its last checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Override num_epochs.
+    /// With --resume: take a changed schedule (epochs, batch size, learning rate, ...)
+    /// instead of refusing it; the learning rate then continues on the new schedule.
+    #[arg(long, requires = "resume")]
+    force: bool,
+    /// Override num_epochs (1 to 1,000,000); the learning-rate schedule spans them.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Stop after this many iterations in total.
+    /// Stop early after this many iterations in total. The learning rate still follows the
+    /// schedule of all the epochs, and the stop is not saved: a later --resume trains on.
     #[arg(long)]
     max_steps: Option<u64>,
     /// Override batch_size.
@@ -38,16 +56,15 @@ pub struct TrainArgs {
     backend: Option<String>,
 }
 
-/// Loads `--config` (or the default) and applies the command-line overrides.
+/// Loads `--config` (or the default, or on resume the run's own) and applies the
+/// command-line overrides; on resume, [`usnet::train::resume_config`] then decides which of
+/// its settings win over the stored ones.
 fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     let stored = usnet::checkpoint::resolve(&args.output);
     let mut config = match &args.config {
         Some(path) => TrainConfig::load(path)?,
         // Resuming without --config continues with the run's own config, not the default.
-        None if args.resume && stored.exists() => {
-            let device = usnet::device::device(None)?;
-            usnet::checkpoint::Checkpoint::load(&stored, &device)?.config
-        }
+        None if args.resume && stored.exists() => usnet::checkpoint::read_meta(&stored)?.0,
         None => TrainConfig::from_toml(DEFAULT_CONFIG, "the built-in default config")?,
     };
     if let Some(e) = args.epochs {
@@ -69,19 +86,23 @@ fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(config)
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let config = resolve_config(&args)?;
-    let progress: std::cell::RefCell<Option<indicatif::ProgressBar>> = std::cell::RefCell::new(None);
-    let on_validation = &mut |v: &usnet::train::EpochValidation| {
-        let line = format!("epoch {} validation top-1 at width {}: {:.2}% ({} images)", v.epoch, v.width, v.top1, v.samples);
-        match progress.borrow().as_ref() {
+/// Progress bar, validation lines and notes on stderr.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn println(&self, line: String) {
+        match &self.bar {
             Some(pb) if !pb.is_hidden() => pb.println(line),
             _ => eprintln!("{line}"),
         }
-    };
-    let result = usnet::train::train(&config, &args.output, args.resume, &mut |r| {
-        let mut progress = progress.borrow_mut();
-        let pb = progress.get_or_insert_with(|| {
+    }
+}
+
+impl TrainEvents for Progress {
+    fn step(&mut self, r: &StepReport) {
+        let pb = self.bar.get_or_insert_with(|| {
             let pb = bar(r.total_steps, "train");
             pb.set_position(r.step.saturating_sub(1));
             pb
@@ -93,18 +114,64 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             return;
         }
         // Without a terminal, a line every 50 steps.
-        if r.step % 50 == 0 || r.step == r.total_steps {
+        if r.step.is_multiple_of(50) || r.step == r.total_steps {
             eprintln!("step {}/{} epoch {} lr {:.4} {:.0} img/s loss {}", r.step, r.total_steps, r.epoch, r.lr, r.images_per_sec, losses.join(" "));
         }
-    }, on_validation);
-    if let Some(pb) = progress.borrow().as_ref() {
+    }
+
+    fn validation(&mut self, v: &EpochValidation) {
+        self.println(format!("epoch {} validation top-1 at width {}: {:.2}% ({} images)", v.epoch, v.width, v.top1, v.samples));
+    }
+
+    fn note(&mut self, message: &str) {
+        self.println(format!("note: {message}"));
+    }
+}
+
+/// The stop flag a first Ctrl-C sets (training then finishes its step, saves and returns); a
+/// second Ctrl-C exits at once with status 130.
+fn ctrl_c_stop() -> Option<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting now; the last checkpoint on disk stays as it was");
+            std::process::exit(super::INTERRUPTED_EXIT);
+        }
+        eprintln!("\ninterrupted: finishing this step, then saving (Ctrl-C again to exit at once)");
+    });
+    match installed {
+        Ok(()) => Some(stop),
+        Err(e) => {
+            eprintln!("note: Ctrl-C will stop training without saving ({e})");
+            None
+        }
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let config = resolve_config(&args)?;
+    let stop = ctrl_c_stop();
+    let options = TrainOptions { resume: args.resume, force: args.force, stop: stop.clone() };
+    let mut progress = Progress { bar: None };
+    let result = usnet::train::train(&config, &args.output, &options, &mut progress);
+    if let Some(pb) = &progress.bar {
         pb.finish();
     }
     let ck = result.with_context(|| format!("training into {}", args.output.display()))?;
-    eprintln!(
-        "trained {} steps; checkpoint {}",
-        ck.state.step,
-        usnet::checkpoint::resolve(&args.output).display()
-    );
+    let path = usnet::checkpoint::resolve(&args.output);
+    let resume = format!("usnet train --output {} --resume", args.output.display());
+    if ck.state.finished {
+        eprintln!("trained {} steps; checkpoint {}", ck.state.step, path.display());
+    } else if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        eprintln!("interrupted at step {}; checkpoint {} saved; continue with: {resume}", ck.state.step, path.display());
+        return Err(super::Interrupted.into());
+    } else {
+        eprintln!(
+            "stopped at step {} (--max-steps); checkpoint {}; continue with: {resume}",
+            ck.state.step,
+            path.display()
+        );
+    }
     Ok(())
 }

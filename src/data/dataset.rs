@@ -1,7 +1,6 @@
 //! The in-memory [`Dataset`] type shared by every format, and file helpers.
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, Result};
@@ -312,29 +311,6 @@ pub(crate) fn decode_rgb(path: &Path) -> Result<ImageView<'static>> {
         height: h,
         width: w,
     })
-}
-
-/// Reads a whole file, gunzipping it when its name ends in `.gz` or its
-/// content starts with the gzip magic bytes.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let named_gz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    if !(named_gz || raw.starts_with(&[0x1f, 0x8b])) {
-        return Ok(raw);
-    }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(out)
 }
 
 /// `dir/name`, or a [`DataError::Missing`] naming it (with `hint`) when it is not a file.

@@ -3,11 +3,16 @@
 //! Image files: big-endian magic `0x00000803`, then dims N, H, W (u32 BE),
 //! then N*H*W u8 pixels. Label files: magic `0x00000801`, dim N, N u8 labels.
 //! A file name ending in `.gz` (or data starting with the gzip magic) is
-//! decompressed first; all size checks apply to the decompressed bytes.
+//! decompressed as it is read; all size checks apply to the decompressed bytes,
+//! and the header is checked before the payload is read.
 
 use std::path::{Path, PathBuf};
 
-use super::dataset::{Dataset, Splits, read_maybe_gz};
+use std::io::{BufRead, Read};
+
+use flate2::read::MultiGzDecoder;
+
+use super::dataset::{Dataset, Splits};
 use super::error::{DataError, Result};
 
 /// Magic number of an IDX file of u8 images (type 0x08, 3 dims).
@@ -33,9 +38,7 @@ pub struct IdxImages {
 
 /// Reads an IDX image file (`*-images-idx3-ubyte[.gz]`).
 pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
-    let bytes = read_maybe_gz(path)?;
-    let dims = parse_idx(path, &bytes, IDX_IMAGES_MAGIC, "IDX u8 images, 3 dims", 3)?;
-    let data = bytes[16..].to_vec();
+    let (dims, data) = read_idx(path, IDX_IMAGES_MAGIC, "IDX u8 images, 3 dims", 3)?;
     Ok(IdxImages {
         count: dims[0],
         height: dims[1],
@@ -46,9 +49,7 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages> {
 
 /// Reads an IDX label file (`*-labels-idx1-ubyte[.gz]`).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gz(path)?;
-    parse_idx(path, &bytes, IDX_LABELS_MAGIC, "IDX u8 labels, 1 dim", 1)?;
-    Ok(bytes[8..].to_vec())
+    Ok(read_idx(path, IDX_LABELS_MAGIC, "IDX u8 labels, 1 dim", 1)?.1)
 }
 
 /// Loads one image file and its label file as a 1-channel dataset, checking
@@ -133,66 +134,89 @@ fn find_raw_or_gz(dir: &Path, name: &str, hint: &str) -> Result<PathBuf> {
     })
 }
 
-/// Validates magic and size; returns the dims. Guarantees
-/// `bytes.len() == 4 + 4 * ndims + product(dims)`.
-fn parse_idx(
-    path: &Path,
-    bytes: &[u8],
-    magic: u32,
-    kind: &'static str,
-    ndims: usize,
-) -> Result<Vec<usize>> {
-    let header = 4 + 4 * ndims;
-    let found = bytes.len() as u64;
-    let be =
-        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    if bytes.len() < 4 {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            expected: header as u64,
-            found,
-        });
+/// The most payload bytes an IDX file may claim (1 GiB; the largest MNIST-style files, EMNIST's,
+/// hold about 640 MB).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
+/// Reads an IDX file, raw or gzip-compressed (by name or by its magic bytes), and returns its
+/// dims and payload. The header is read and checked first: a wrong magic, a size that
+/// overflows or claims more than [`MAX_IDX_BYTES`], or (raw) a file length that disagrees are
+/// errors before the payload is read. The payload is then streamed with the claimed size as
+/// its bound, so a lying header costs at most the data actually present, and a missing or
+/// extra byte is an error naming the file.
+fn read_idx(path: &Path, magic: u32, kind: &'static str, ndims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let io = |source| DataError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let file_len = file.metadata().map_err(io)?.len();
+    let mut buffered = std::io::BufReader::new(file);
+    let named_gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    let gz = named_gz || buffered.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    let read_error = |source: std::io::Error| {
+        if gz {
+            DataError::Gzip { path: path.to_path_buf(), source }
+        } else {
+            DataError::Io { path: path.to_path_buf(), source }
+        }
+    };
+    let mut reader: Box<dyn Read> = if gz { Box::new(MultiGzDecoder::new(buffered)) } else { Box::new(buffered) };
+
+    let header_len = 4 + 4 * ndims;
+    let mut header = vec![0u8; header_len];
+    let got = read_up_to(&mut reader, &mut header).map_err(read_error)?;
+    let truncated = |expected: u64, found: u64| DataError::Truncated { path: path.to_path_buf(), expected, found };
+    let be = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    if got < 4 {
+        return Err(truncated(header_len as u64, got as u64));
     }
     if be(0) != magic {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            kind,
-            expected: magic,
-            found: be(0),
-        });
+        return Err(DataError::BadMagic { path: path.to_path_buf(), kind, expected: magic, found: be(0) });
     }
-    if bytes.len() < header {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            expected: header as u64,
-            found,
-        });
+    if got < header_len {
+        return Err(truncated(header_len as u64, got as u64));
     }
     let dims: Vec<usize> = (0..ndims).map(|d| be(4 + 4 * d) as usize).collect();
+    let bad_header = |reason: String| DataError::BadHeader { path: path.to_path_buf(), reason };
     let payload = dims
         .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
-    let expected = payload
-        .and_then(|p| p.checked_add(header as u64))
-        .ok_or_else(|| DataError::BadHeader {
-            path: path.to_path_buf(),
-            reason: format!("dims {dims:?} overflow"),
-        })?;
-    if found < expected {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            expected,
-            found,
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .ok_or_else(|| bad_header(format!("dims {dims:?} overflow")))?;
+    if payload > MAX_IDX_BYTES {
+        return Err(bad_header(format!(
+            "dims {dims:?} claim {payload} bytes of data, more than the {MAX_IDX_BYTES} an IDX file may hold"
+        )));
+    }
+    let expected = header_len as u64 + payload;
+    if !gz && file_len != expected {
+        return Err(if file_len < expected {
+            truncated(expected, file_len)
+        } else {
+            DataError::TrailingData { path: path.to_path_buf(), expected, found: file_len }
         });
     }
-    if found > expected {
-        return Err(DataError::TrailingData {
-            path: path.to_path_buf(),
-            expected,
-            found,
-        });
+    let mut data = Vec::with_capacity(payload as usize);
+    (&mut reader).take(payload).read_to_end(&mut data).map_err(read_error)?;
+    if (data.len() as u64) < payload {
+        return Err(truncated(expected, header_len as u64 + data.len() as u64));
     }
-    Ok(dims)
+    let extra = std::io::copy(&mut (&mut reader).take(MAX_IDX_BYTES), &mut std::io::sink()).map_err(read_error)?;
+    if extra > 0 {
+        return Err(DataError::TrailingData { path: path.to_path_buf(), expected, found: expected + extra });
+    }
+    Ok((dims, data))
+}
+
+/// Fills `buf` from `reader` until it is full or the stream ends; returns the bytes read.
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Errors from `Dataset::from_u8` name the images file; labels belong to the labels file.
@@ -449,6 +473,36 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    /// An IDX header in a gzip stream, followed by `body`.
+    fn gz_idx(dims: &[u32], body: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b.extend_from_slice(body);
+        gzip(&b)
+    }
+
+    #[test]
+    fn a_header_claiming_too_much_is_refused_before_the_payload_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x-images-idx3-ubyte.gz");
+        // 2^31 * 2^31 * 2 bytes (2^63): refused from the header alone.
+        fs::write(&p, gz_idx(&[1 << 31, 1 << 31, 2], &[0; 64])).unwrap();
+        let e = read_idx_images(&p).unwrap_err();
+        assert!(matches!(e, DataError::BadHeader { .. }) && e.to_string().contains("claim"), "{e}");
+        // Claiming 512 MiB (within the limit) but holding 1 MiB: truncated, having read 1 MiB.
+        fs::write(&p, gz_idx(&[1 << 20, 32, 16], &vec![7; 1 << 20])).unwrap();
+        let e = read_idx_images(&p).unwrap_err();
+        assert!(matches!(e, DataError::Truncated { expected, found, .. } if expected == 16 + (1 << 29) && found == 16 + (1 << 20)), "{e:?}");
+        // Extra bytes after the payload of a gzip stream are trailing data.
+        fs::write(&p, gz_idx(&[2, 2, 2], &[1; 10])).unwrap();
+        let e = read_idx_images(&p).unwrap_err();
+        assert!(matches!(e, DataError::TrailingData { expected: 24, found: 26, .. }), "{e:?}");
+        fs::write(&p, gz_idx(&[2, 2, 2], &[1; 8])).unwrap();
+        assert_eq!(read_idx_images(&p).unwrap().data, vec![1; 8]);
     }
 
     /// Runs on the real files when present (Debian's Fashion-MNIST; MNIST from

@@ -12,6 +12,36 @@ pub struct Planes {
 }
 
 impl Planes {
+    /// Checks that `x` holds `batch * channels * plane` values (overflow-safe), that each
+    /// per-channel buffer of `per_channel` holds `channels`, and that `dy`, if given, is as
+    /// long as `x`. The kernels index by these sizes; each public one checks them first, in
+    /// release builds too.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the buffer and both lengths.
+    pub fn check(&self, x: usize, per_channel: &[(&str, usize)], dy: Option<usize>) -> Result<(), String> {
+        let values = self.batch.checked_mul(self.channels).and_then(|v| v.checked_mul(self.plane));
+        let values = values.ok_or_else(|| format!("{self:?} overflows usize"))?;
+        if x != values {
+            return Err(format!("the input has {x} values; {self:?} needs {values}"));
+        }
+        if let Some(dy) = dy.filter(|&dy| dy != x) {
+            return Err(format!("the output gradient has {dy} values; the input has {x}"));
+        }
+        match per_channel.iter().find(|(_, len)| *len != self.channels) {
+            Some((name, len)) => Err(format!("{name} has {len} values; there are {} channels", self.channels)),
+            None => Ok(()),
+        }
+    }
+
+    /// Panics with `what` and the reason when [`Planes::check`] fails.
+    fn assert(&self, what: &str, x: usize, per_channel: &[(&str, usize)], dy: Option<usize>) {
+        if let Err(e) = self.check(x, per_channel, dy) {
+            panic!("bn::{what}: {e}");
+        }
+    }
+
     fn count(&self) -> usize {
         self.batch * self.plane
     }
@@ -58,7 +88,12 @@ impl Act {
 
 /// Per-channel mean and biased variance: two passes, accumulated in f64 lanes (the golden
 /// tests resolve the difference that f32 sums make).
+///
+/// # Panics
+///
+/// When [`Planes::check`] fails, as every public kernel here.
 pub fn stats(x: &[f32], p: Planes) -> (Vec<f32>, Vec<f32>) {
+    p.assert("stats", x.len(), &[], None);
     let m = p.count() as f64;
     map_unzip(p.channels, p.batch * p.channels * p.plane, |c| {
         let mean = (0..p.batch).map(|n| sum_f64(p.of(x, n, c), |v| v)).sum::<f64>() / m;
@@ -108,6 +143,7 @@ fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32)
 
 /// `y = act(x * scale[c] + shift[c])`.
 pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> Vec<f32> {
+    p.assert("affine_act", x.len(), &[("scale", scale.len()), ("shift", shift.len())], None);
     let mut y = vec![0.0f32; x.len()];
     for_each_chunk(&mut y, p.plane, x.len(), |i, ys| {
         let xs = &x[i * p.plane..][..p.plane];
@@ -120,6 +156,7 @@ pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) 
 /// Gradients of [`affine_act`]: `(dx, dscale, dshift)`. The activation's input is recomputed
 /// from `x`, bit for bit as the forward computed it, so nothing but `x` is kept.
 pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    p.assert("affine_act_backward", x.len(), &[("scale", scale.len()), ("shift", shift.len())], Some(dy.len()));
     let (dscale, dshift) = map_unzip(p.channels, x.len(), |c| {
             let (sc, sh) = (scale[c], shift[c]);
             let (mut sx, mut s) = (0.0f64, 0.0f64);
@@ -145,6 +182,7 @@ pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], 
 /// Training-mode batch norm and activation: the output, and the batch mean and `1/sqrt(var + eps)`
 /// for the backward pass.
 pub fn train_forward(x: &[f32], gamma: &[f32], beta: &[f32], p: Planes, eps: f32, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    p.assert("train_forward", x.len(), &[("gamma", gamma.len()), ("beta", beta.len())], None);
     let (mean, var) = stats(x, p);
     let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     let (scale, shift) = fold(gamma, beta, &mean, &invstd);
@@ -171,6 +209,8 @@ pub fn train_backward(
     p: Planes,
     act: Act,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let per_channel = [("gamma", gamma.len()), ("beta", beta.len()), ("mean", mean.len()), ("invstd", invstd.len())];
+    p.assert("train_backward", x.len(), &per_channel, Some(dy.len()));
     let (scale, shift) = fold(gamma, beta, mean, invstd);
     // Per channel: sum(g) and sum(g * xhat), with g the gradient after the activation.
     let (dgamma, dbeta) = map_unzip(p.channels, x.len(), |c| {
@@ -258,6 +298,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn wrong_lengths_are_refused_in_release_builds() {
+        let p = Planes { batch: 2, channels: 3, plane: 4 };
+        assert!(p.check(24, &[("scale", 3)], Some(24)).is_ok());
+        assert!(p.check(23, &[], None).unwrap_err().contains("input has 23"));
+        assert!(p.check(24, &[("scale", 3), ("shift", 2)], None).unwrap_err().contains("shift has 2"));
+        assert!(p.check(24, &[], Some(25)).unwrap_err().contains("gradient"));
+        assert!(Planes { batch: usize::MAX, ..p }.check(24, &[], None).unwrap_err().contains("overflows"));
+    }
+
+    #[test]
+    #[should_panic(expected = "bn::affine_act: shift has 2 values; there are 3 channels")]
+    fn affine_act_panics_with_the_reason() {
+        affine_act(&[0.0; 24], &[1.0; 3], &[0.0; 2], Planes { batch: 2, channels: 3, plane: 4 }, Act::Relu6);
     }
 
     #[test]

@@ -21,10 +21,53 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// Checks the geometry and the buffer lengths (`x`, `weight`, and `dy` for the backward
+    /// pass) with overflow-safe arithmetic: a non-zero kernel and stride, a kernel that fits
+    /// the padded input, a depthwise conv with `c_out == c_in`, and each buffer exactly as
+    /// long as the geometry says. The kernels assume all of it; [`forward`] and [`backward`]
+    /// check it first, in release builds too.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first violation and the values involved.
+    pub fn check(&self, x: usize, weight: usize, dy: Option<usize>) -> Result<(), String> {
+        let g = self;
+        if g.kernel == 0 || g.stride == 0 {
+            return Err(format!("kernel {} and stride {} must be at least 1", g.kernel, g.stride));
+        }
+        for (side, len) in [("height", g.h), ("width", g.w)] {
+            let padded = len.checked_add(g.pad.checked_mul(2).ok_or("padding overflows")?).ok_or("padded size overflows")?;
+            if padded < g.kernel {
+                return Err(format!("kernel {} is larger than the padded input {side} {len} + 2 * {}", g.kernel, g.pad));
+            }
+        }
+        if g.depthwise && g.c_out != g.c_in {
+            return Err(format!("a depthwise conv maps c_in {} to the same c_out, not {}", g.c_in, g.c_out));
+        }
+        let product = |dims: &[usize]| dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let in_per_group = if g.depthwise { 1 } else { g.c_in };
+        let want = [
+            ("input", product(&[g.batch, g.c_in, g.h, g.w]), Some(x)),
+            ("weight", product(&[g.c_out, in_per_group, g.kernel, g.kernel]), Some(weight)),
+            ("output gradient", product(&[g.batch, g.c_out, g.out_h(), g.out_w()]), dy),
+        ];
+        for (what, expected, got) in want {
+            let expected = expected.ok_or_else(|| format!("the {what} size overflows usize ({g:?})"))?;
+            if let Some(got) = got
+                && got != expected
+            {
+                return Err(format!("the {what} has {got} values; {g:?} needs {expected}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Output height; valid for a geometry that passes [`ConvGeom::check`].
     pub fn out_h(&self) -> usize {
         (self.h + 2 * self.pad - self.kernel) / self.stride + 1
     }
 
+    /// Output width; valid for a geometry that passes [`ConvGeom::check`].
     pub fn out_w(&self) -> usize {
         (self.w + 2 * self.pad - self.kernel) / self.stride + 1
     }
@@ -57,9 +100,15 @@ impl ConvGeom {
 }
 
 /// `y = conv(x, weight)`, `[batch, c_out, out_h, out_w]`.
+///
+/// # Panics
+///
+/// When [`ConvGeom::check`] fails (wrong buffer lengths, a kernel larger than the padded
+/// input, ...), with its message: the kernels index by the geometry.
 pub fn forward(x: &[f32], weight: &[f32], g: &ConvGeom) -> Vec<f32> {
-    debug_assert_eq!(x.len(), g.batch * g.c_in * g.in_plane());
-    debug_assert_eq!(weight.len(), g.weight_len());
+    if let Err(e) = g.check(x.len(), weight.len(), None) {
+        panic!("conv::forward: {e}");
+    }
     let mut y = vec![0.0f32; g.out_len()];
     if g.depthwise {
         depthwise_forward(x, weight, &mut y, g);
@@ -70,8 +119,14 @@ pub fn forward(x: &[f32], weight: &[f32], g: &ConvGeom) -> Vec<f32> {
 }
 
 /// Gradients of [`forward`]: `(dx, dweight)`, `dx` only when `need_dx`.
+///
+/// # Panics
+///
+/// As [`forward`], when [`ConvGeom::check`] fails for `x`, `weight` and `dy`.
 pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeom, need_dx: bool) -> (Option<Vec<f32>>, Vec<f32>) {
-    debug_assert_eq!(dy.len(), g.out_len());
+    if let Err(e) = g.check(x.len(), weight.len(), Some(dy.len())) {
+        panic!("conv::backward: {e}");
+    }
     if g.depthwise {
         let dx = need_dx.then(|| depthwise_backward_input(weight, dy, g));
         (dx, depthwise_backward_weight(x, dy, g))
@@ -468,6 +523,82 @@ mod tests {
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert!((*x as f64 - y).abs() <= 1e-4 * (1.0 + y.abs()), "index {i}: {x} vs {y}");
         }
+    }
+
+    #[test]
+    fn bad_geometries_are_refused_in_release_builds() {
+        let g = ConvGeom { batch: 1, c_in: 3, h: 4, w: 4, c_out: 5, kernel: 3, stride: 1, pad: 1, depthwise: false };
+        let (x, w) = (values(48, 1), values(g.weight_len(), 2));
+        assert!(g.check(x.len(), w.len(), None).is_ok());
+        // A weight wider than the input (c_in 4 against 3 channels) fits gemm's span check.
+        let wide = values(5 * 4 * 9, 3);
+        let err = g.check(x.len(), wide.len(), None).unwrap_err();
+        assert!(err.contains("weight") && err.contains("180"), "{err}");
+        let small = ConvGeom { h: 1, w: 1, pad: 0, ..g };
+        assert!(small.check(3, w.len(), None).unwrap_err().contains("larger than the padded input"));
+        let huge = ConvGeom { batch: usize::MAX / 2, ..g };
+        assert!(huge.check(x.len(), w.len(), None).unwrap_err().contains("overflows"));
+        let dw = ConvGeom { depthwise: true, ..g };
+        assert!(dw.check(x.len(), 27, None).unwrap_err().contains("depthwise"));
+        assert!(g.check(x.len(), w.len(), Some(7)).unwrap_err().contains("output gradient"));
+        assert!(ConvGeom { stride: 0, ..g }.check(x.len(), w.len(), None).is_err());
+    }
+
+    #[test]
+    #[should_panic(expected = "conv::forward: the weight has 180 values")]
+    fn forward_panics_with_the_reason_on_a_wrong_weight() {
+        let g = ConvGeom { batch: 1, c_in: 3, h: 4, w: 4, c_out: 5, kernel: 3, stride: 1, pad: 1, depthwise: false };
+        forward(&values(48, 1), &values(180, 2), &g);
+    }
+
+    #[test]
+    #[should_panic(expected = "conv::backward: kernel 3 is larger than the padded input height 1")]
+    fn backward_panics_with_the_reason_on_a_kernel_larger_than_the_input() {
+        let g = ConvGeom { batch: 1, c_in: 1, h: 1, w: 5, c_out: 1, kernel: 3, stride: 1, pad: 0, depthwise: true };
+        backward(&[0.0; 5], &[0.0; 9], &[0.0; 3], &g, true);
+    }
+
+    /// The pool-parallel paths (whole samples per thread, gemm on the pool, depthwise planes
+    /// on the pool) only run for shapes above [`super::super::PARALLEL_WORK`] and with more
+    /// than one thread: run shapes that reach them on a 4-thread pool.
+    #[test]
+    fn parallel_paths_match_the_definition() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+        pool.install(|| {
+            assert_eq!(threads(), 4);
+            let cases = [
+                // 8 samples >= 2 * threads: whole samples in parallel (dense 3x3 and 1x1).
+                ConvGeom { batch: 8, c_in: 6, h: 12, w: 10, c_out: 7, kernel: 3, stride: 1, pad: 1, depthwise: false },
+                ConvGeom { batch: 8, c_in: 16, h: 9, w: 9, c_out: 24, kernel: 1, stride: 1, pad: 0, depthwise: false },
+                // One large sample: gemm itself on the pool.
+                ConvGeom { batch: 1, c_in: 32, h: 16, w: 16, c_out: 48, kernel: 3, stride: 2, pad: 1, depthwise: false },
+                // Depthwise planes on the pool.
+                ConvGeom { batch: 4, c_in: 32, h: 14, w: 14, c_out: 32, kernel: 3, stride: 1, pad: 1, depthwise: true },
+                ConvGeom { batch: 4, c_in: 32, h: 15, w: 15, c_out: 32, kernel: 3, stride: 2, pad: 1, depthwise: true },
+            ];
+            for g in cases {
+                // The work measures the kernels use to decide.
+                let reaches = if g.depthwise {
+                    super::super::parallel(g.batch * g.c_in * g.h * g.w * g.kernel * g.kernel)
+                } else {
+                    per_sample_parallel(g.batch, dense_macs(&g)) || parallel(dense_macs(&g) / 16)
+                };
+                assert!(reaches, "{g:?} does not reach the parallel path");
+                let x = values(g.batch * g.c_in * g.h * g.w, 11);
+                let w = values(g.weight_len(), 12);
+                close(&forward(&x, &w, &g), &naive(&x, &w, &g));
+                // Backward against the serial run of the same kernels (the adjoint test covers
+                // their definition on small shapes).
+                let dy = values(g.out_len(), 13);
+                let (dx, dw) = backward(&x, &w, &dy, &g, true);
+                let serial = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                let (dx1, dw1) = serial.install(|| backward(&x, &w, &dy, &g, true));
+                let (dx, dx1) = (dx.unwrap(), dx1.unwrap());
+                for (a, b) in dx.iter().zip(&dx1).chain(dw.iter().zip(&dw1)) {
+                    assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{g:?}: {a} vs {b}");
+                }
+            }
+        });
     }
 
     #[test]

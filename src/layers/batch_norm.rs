@@ -75,11 +75,86 @@ impl BnAccumulator {
     }
 }
 
+/// BN running statistics accumulated during training, as PyTorch's `BatchNorm2d` keeps them:
+/// after each training-mode forward, `running = (1 - momentum) * running + momentum * batch`
+/// with the batch mean and unbiased batch variance, starting from mean 0 and variance 1.
+///
+/// A US-Net has one full-width pair per BN layer, shared by every width: a width updates its
+/// first channels, whatever width ran. That is the paper's "no calibration" baseline (every
+/// width later normalises with these, sliced to its channels); the official code keeps such
+/// shared buffers only for its unslimmed last BN and private ones per listed width for the
+/// rest. An S-Net has one pair per switch width, as its private BNs do. They never change a
+/// training output: normalisation in training uses the batch's statistics.
+#[derive(Debug, Clone)]
+pub struct RunningStats {
+    /// PyTorch's default, 0.1.
+    pub momentum: f64,
+    /// `layers[bn][switch]`: each BN layer's pair per affine slot, at the slot's full size.
+    pub layers: Vec<Vec<BnStat>>,
+}
+
+impl RunningStats {
+    /// PyTorch's default BN momentum.
+    pub const MOMENTUM: f64 = 0.1;
+
+    /// Fresh statistics (mean 0, variance 1) for BN layers whose affine slots have `sizes`
+    /// channels (`sizes[bn][switch]`), on `device`.
+    pub fn new(sizes: &[Vec<usize>], device: &Device) -> Self {
+        let device = &device.clone().inner();
+        let layers = sizes
+            .iter()
+            .map(|slots| {
+                slots
+                    .iter()
+                    .map(|&c| BnStat { mean: Tensor::zeros([c], device), var: Tensor::ones([c], device) })
+                    .collect()
+            })
+            .collect();
+        RunningStats { momentum: Self::MOMENTUM, layers }
+    }
+
+    /// Folds one batch's statistics (`count` values per channel, biased variance) into the
+    /// first channels of layer `index`, slot `switch`.
+    fn update(&mut self, index: usize, switch: usize, mean: Tensor<1>, biased_var: Tensor<1>, count: usize) {
+        let m = self.momentum;
+        let slot = &mut self.layers[index][switch];
+        let device = slot.mean.device();
+        let (mean, biased_var) = (mean.inner().to_device(&device), biased_var.inner().to_device(&device));
+        let unbiased = biased_var.mul_scalar(count as f64 / (count as f64 - 1.0).max(1.0));
+        let c = mean.dims()[0];
+        let blend = |old: &Tensor<1>, new: Tensor<1>| {
+            let head = if c == old.dims()[0] { old.clone() } else { old.clone().slice([0..c]) };
+            let head = head.mul_scalar(1.0 - m) + new.mul_scalar(m);
+            if c == old.dims()[0] { head } else { old.clone().slice_assign([0..c], head) }
+        };
+        slot.mean = blend(&slot.mean, mean);
+        slot.var = blend(&slot.var, unbiased);
+    }
+
+    /// The statistics a width normalises with: each layer's pair of slot `switch`, cut to the
+    /// layer's `channels` at that width.
+    pub fn slice(&self, switch: usize, channels: &[usize]) -> BnStatistics {
+        let layers = self
+            .layers
+            .iter()
+            .zip(channels)
+            .map(|(slots, &c)| {
+                let s = &slots[switch.min(slots.len() - 1)];
+                BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) }
+            })
+            .collect();
+        BnStatistics { layers }
+    }
+}
+
 /// How batch norm normalises, passed to every forward.
 #[derive(Debug)]
 pub enum BnMode<'a> {
     /// Batch statistics (mean and biased variance of this batch).
     Train,
+    /// Batch statistics, as `Train`, and fold them into the running statistics (one extra
+    /// statistics pass over the input on the fused path).
+    TrainTrack(&'a mut RunningStats),
     /// Batch statistics, and accumulate them as the width's post-statistics.
     Calibrate(&'a mut BnAccumulator),
     /// Stored statistics of the width being run.
@@ -140,6 +215,12 @@ impl UsBatchNorm {
         let (gamma, beta) = self.sliced_affine(x.dims()[1], switch);
         match mode {
             BnMode::Train => batch_norm_train(x, gamma, beta, BN_EPS).output,
+            BnMode::TrainTrack(running) => {
+                let [n, _, h, w] = x.dims();
+                let out = batch_norm_train(x, gamma, beta, BN_EPS);
+                running.update(self.index, switch, out.mean.inner(), out.variance.inner(), n * h * w);
+                out.output
+            }
             BnMode::Calibrate(acc) => {
                 let [n, _, h, w] = x.dims();
                 let out = batch_norm_train(x, gamma, beta, BN_EPS);
@@ -178,6 +259,12 @@ impl UsBatchNorm {
         };
         match mode {
             BnMode::Train => ops::bn_train(x, gamma, beta, relu6),
+            BnMode::TrainTrack(running) => {
+                let [n, _, h, w] = x.dims();
+                let (mean, var) = ops::bn_stats(x.clone().inner());
+                running.update(self.index, switch, mean, var, n * h * w);
+                ops::bn_train(x, gamma, beta, relu6)
+            }
             BnMode::Calibrate(acc) => {
                 let [n, _, h, w] = x.dims();
                 let (mean, var) = ops::bn_stats(x.clone());

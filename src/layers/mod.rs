@@ -5,7 +5,7 @@ mod conv;
 mod linear;
 mod param;
 
-pub use batch_norm::{BnAccumulator, BnMode, BnStat, BnStatistics, UsBatchNorm, BN_EPS};
+pub use batch_norm::{BnAccumulator, BnMode, BnStat, BnStatistics, RunningStats, UsBatchNorm, BN_EPS};
 pub use conv::{UsConv2d, UsConv2dConfig};
 pub use linear::UsLinear;
 pub use param::{AnyTensor, ParamFn};

@@ -66,7 +66,9 @@ pub struct ModelConfig {
     pub input_channels: usize,
     /// The `make_divisible` divisor `d`.
     pub divisor: usize,
-    /// `[min, max]` width.
+    /// `[min, max]` width. Optional in an experiment config's `[model]` table, where it
+    /// defaults to the experiment's `width_mult_range` and, when given, must equal it.
+    #[serde(default = "unset_range")]
     pub width_range: [f64; 2],
     /// Rows `[c, n, s]` (v1) or `[t, c, n, s]` (v2).
     pub block_setting: Vec<Vec<usize>>,
@@ -82,7 +84,24 @@ pub struct ModelConfig {
     pub switchable_bn: Option<Vec<f64>>,
 }
 
+/// The largest size any model option may have (channels, classes, repeats, strides, divisor).
+pub const MAX_DIM: usize = 1 << 24;
+
+/// The most parameters a model may have: 100 million, 0.4 GB as f32 (the official ImageNet
+/// US-MobileNets have 3.5 and 4.2 million).
+pub const MAX_PARAMS: u64 = 100_000_000;
+
+/// The marker of a `width_range` left out of a TOML `[model]` table.
+fn unset_range() -> [f64; 2] {
+    [f64::NAN; 2]
+}
+
 impl ModelConfig {
+    /// Whether `width_range` was left out of the TOML it was read from.
+    pub fn width_range_unset(&self) -> bool {
+        self.width_range.iter().all(|v| v.is_nan())
+    }
+
     /// The official ImageNet configuration of `arch` with `num_classes` outputs.
     pub fn imagenet(arch: Arch, num_classes: usize) -> Self {
         match arch {
@@ -147,15 +166,73 @@ impl ModelConfig {
 
     /// The width range, validated.
     pub fn range(&self) -> Result<WidthRange> {
+        if self.width_range_unset() {
+            return Err(Error::InvalidConfig("model.width_range is not set".into()));
+        }
         let [lo, hi] = self.width_range;
         WidthRange::new(Width::new(lo)?, Width::new(hi)?)
     }
 
-    /// Checks every option; [`crate::model::UsNet::init`] calls it.
+    /// Parameters of the full-width model (convs, BN affine pairs, classifier), counted from
+    /// the options without building it: exact for a US-Net; an S-Net's private BN pairs are
+    /// counted at full width, an upper bound. Saturates at `u128::MAX` for absurd options.
+    pub fn param_count(&self) -> Result<u128> {
+        let rows = self.rows()?;
+        let d = self.divisor;
+        let md = |v: usize| make_divisible(v as f64, d) as u128;
+        let bn_copies = self.switchable_bn.as_ref().map_or(1, |w| w.len().max(1)) as u128;
+        let bn = |c: u128| 2 * c * bn_copies;
+        let v2 = self.arch == Arch::UsMobilenetV2;
+        let stem = md(self.stem_channels);
+        let mut total = (self.input_channels as u128) * stem * 9 + bn(stem);
+        let mut channels = stem;
+        // One block from `c_in` channels: expansion (v2, t != 1), depthwise 3x3, projection.
+        let block = |c_in: u128, t: u128, out: u128| {
+            let hidden = c_in.saturating_mul(t);
+            let expand = if v2 && t != 1 { c_in.saturating_mul(hidden).saturating_add(bn(hidden)) } else { 0 };
+            expand
+                .saturating_add(hidden.saturating_mul(9).saturating_add(bn(hidden)))
+                .saturating_add(hidden.saturating_mul(out).saturating_add(bn(out)))
+        };
+        for r in &rows {
+            let out = md(r.c);
+            let rest = block(out, r.t as u128, out).saturating_mul(r.n as u128 - 1);
+            total = total.saturating_add(block(channels, r.t as u128, out)).saturating_add(rest);
+            channels = out;
+        }
+        if let Some(last) = self.last_channels {
+            let last = last as u128;
+            total = total.saturating_add(channels.saturating_mul(last).saturating_add(bn(last)));
+            channels = last;
+        }
+        let classes = self.num_classes as u128;
+        Ok(total.saturating_add(channels.saturating_mul(classes)).saturating_add(classes))
+    }
+
+    /// Checks every option; [`crate::model::UsNet::init`] calls it, so that nothing is
+    /// allocated for a model over [`MAX_PARAMS`] parameters.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the option: a size of 0 or over [`MAX_DIM`], a block
+    /// row that is not `[c, n, s]` / `[t, c, n, s]`, a bad width range, or a model of more
+    /// than [`MAX_PARAMS`] parameters (with its count and size in GB).
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: &str| Err(Error::InvalidConfig(msg.into()));
         self.rows()?;
         self.range()?;
+        let mut sizes = vec![
+            ("num_classes", self.num_classes),
+            ("input_channels", self.input_channels),
+            ("divisor", self.divisor),
+            ("stem_channels", self.stem_channels),
+            ("stem_stride", self.stem_stride),
+        ];
+        sizes.extend(self.last_channels.map(|c| ("last_channels", c)));
+        sizes.extend(self.block_setting.iter().flatten().map(|&v| ("a block_setting entry", v)));
+        if let Some((name, v)) = sizes.iter().find(|(_, v)| *v > MAX_DIM) {
+            return Err(Error::InvalidConfig(format!("{name} is {v}; at most {MAX_DIM} is allowed")));
+        }
         if self.num_classes == 0 {
             return bad("num_classes must be at least 1");
         }
@@ -173,15 +250,73 @@ impl ModelConfig {
         }
         match (self.arch, self.last_channels) {
             (Arch::UsMobilenetV2, None) | (Arch::UsMobilenetV2, Some(0)) => {
-                bad("us_mobilenet_v2 needs last_channels >= 1")
+                return bad("us_mobilenet_v2 needs last_channels >= 1");
             }
-            (Arch::UsMobilenetV1, Some(_)) => bad("us_mobilenet_v1 has no last_channels"),
-            _ => Ok(()),
+            (Arch::UsMobilenetV1, Some(_)) => return bad("us_mobilenet_v1 has no last_channels"),
+            _ => {}
         }
+        let params = self.param_count()?;
+        if params > MAX_PARAMS as u128 {
+            return Err(Error::InvalidConfig(format!(
+                "the model has {params} parameters ({:.1} GB as f32, before gradients and momentum); \
+                 at most {MAX_PARAMS} ({:.1} GB) are allowed: check num_classes, last_channels, divisor and block_setting",
+                params as f64 * 4e-9,
+                MAX_PARAMS as f64 * 4e-9
+            )));
+        }
+        Ok(())
     }
 
     /// The stem's full output channels, `make_divisible(stem_channels)`.
     pub fn stem_out(&self) -> usize {
         make_divisible(self.stem_channels as f64, self.divisor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_count_matches_the_built_model() {
+        let device = crate::device::device(None).unwrap();
+        let mut small = ModelConfig::imagenet(Arch::UsMobilenetV2, 10);
+        small.switchable_bn = Some(vec![1.0, 0.5]);
+        for config in [ModelConfig::imagenet(Arch::UsMobilenetV2, 1000), ModelConfig::imagenet(Arch::UsMobilenetV1, 1000), small] {
+            let model = crate::model::UsNet::init(&config, &crate::init::Init::Counter { seed: 0 }, &device).unwrap();
+            let built: usize = model.params().iter().map(|(_, _, t)| t.shape().iter().product::<usize>()).sum();
+            let counted = config.param_count().unwrap();
+            if config.switchable_bn.is_some() {
+                assert!(counted >= built as u128 && counted < built as u128 * 11 / 10, "{counted} vs {built}");
+            } else {
+                assert_eq!(counted, built as u128, "{:?}", config.arch);
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_allocated() {
+        let base = ModelConfig::imagenet(Arch::UsMobilenetV2, 1000);
+        type Edit = Box<dyn Fn(&mut ModelConfig)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|c| c.num_classes = 1_000_000_000), "num_classes"),
+            (Box::new(|c| c.last_channels = Some(4_000_000_000)), "last_channels"),
+            (Box::new(|c| c.divisor = 1_000_000), "parameters"),
+            (Box::new(|c| c.block_setting[3][2] = 100_000_000), "block_setting"),
+            (Box::new(|c| c.block_setting[3][2] = 100_000), "parameters"),
+            (Box::new(|c| c.num_classes = 1_000_000), "parameters"),
+        ];
+        for (edit, needle) in cases {
+            let mut c = base.clone();
+            edit(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        // The error states the count and the limit.
+        let mut c = base.clone();
+        c.num_classes = 1_000_000;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("1281000000") || err.contains("parameters ("), "{err}");
+        assert!(err.contains("at most 100000000"), "{err}");
     }
 }

@@ -168,9 +168,9 @@ fn gradients_outside_the_used_slice_are_exactly_zero() {
                 let per_out: usize = shape[1..].iter().product();
                 let (o, rest) = (idx / per_out, idx % per_out);
                 let i = if shape.len() == 4 { rest / (shape[2] * shape[3]) } else { rest };
+                // A depthwise weight is [c, 1, k, k]: one input per group.
                 let in_used = if l.groups > 1 { 1 } else { l.c_in };
-                let out_used = if shape.len() == 1 { l.c_out } else { l.c_out };
-                return o < out_used && i < in_used;
+                return o < l.c_out && i < in_used;
             }
             // A BN: its channels are its conv's outputs (the conv shares the prefix up to the slot).
             let (prefix, slot) = layer.rsplit_once('.').unwrap();
@@ -197,8 +197,8 @@ fn per_stage_widths_give_each_stage_its_channels() {
     let device = device();
     let config = small_v2();
     let model = UsNet::init(&config, &Init::Kaiming { seed: 4 }, &device).unwrap();
-    let ws = [0.5, 1.0, 0.35, 0.75, 0.6];
-    let spec = WidthSpec::PerStage(ws.iter().map(|w| Width::new(*w).unwrap()).collect());
+    let ws = [0.5, 1.0, 0.35, 0.75];
+    let spec = WidthSpec::per_stage(ws.iter().map(|w| Width::new(*w).unwrap()).collect());
     let plan = model.plan(&spec, [8, 8]).unwrap();
     let by_name = |n: &str| plan.iter().find(|l| l.name == n).unwrap_or_else(|| panic!("{n} in plan"));
     assert_eq!(by_name("features.0.0").c_out, slim_channels(32, 0.5, 1, 8));
@@ -208,10 +208,11 @@ fn per_stage_widths_give_each_stage_its_channels() {
     // Stage 1 at 0.35: expansion 16*6 with ratio 6, projection 24.
     assert_eq!(by_name("features.2.body.0").c_out, slim_channels(96, 0.35, 6, 8));
     assert_eq!(by_name("features.3.body.6").c_out, slim_channels(24, 0.35, 1, 8));
-    // Stage 2 at 0.75, then the head at 0.6.
+    // Stage 2 at 0.75; the head's input follows it, its output stays at 64 (official).
     assert_eq!(by_name("features.4.body.6").c_out, slim_channels(32, 0.75, 1, 8));
-    assert_eq!(by_name("features.5.0").c_out, slim_channels(64, 0.6, 1, 8));
-    assert_eq!(by_name("classifier.0").c_in, slim_channels(64, 0.6, 1, 8));
+    assert_eq!(by_name("features.5.0").c_in, slim_channels(32, 0.75, 1, 8));
+    assert_eq!(by_name("features.5.0").c_out, 64);
+    assert_eq!(by_name("classifier.0").c_in, 64);
     // Each layer reads what the one before wrote.
     for pair in plan.windows(2) {
         assert_eq!(pair[0].c_out, pair[1].c_in, "{} -> {}", pair[0].name, pair[1].name);
@@ -220,8 +221,30 @@ fn per_stage_widths_give_each_stage_its_channels() {
     let y = model.forward(x, &spec, &mut BnMode::Train).unwrap();
     assert_eq!(y.dims(), [2, 5]);
     // A spec of the wrong length names the layout.
-    let short = WidthSpec::PerStage(vec![Width::new(0.5).unwrap(); 3]);
-    assert!(matches!(model.plan(&short, [8, 8]), Err(Error::SpecLength { expected: 5, got: 3, .. })));
+    let short = WidthSpec::PerStage(vec![Width::new(0.5).unwrap(), Width::new(0.4).unwrap(), Width::new(0.5).unwrap()]);
+    assert!(matches!(model.plan(&short, [8, 8]), Err(Error::SpecLength { expected: 4, got: 3, .. })));
+    // The head entry of older versions: a clear error that says the head is fixed.
+    let with_head: WidthSpec = "0.5/1.0/0.35/0.75/0.6".parse().unwrap();
+    let err = model.plan(&with_head, [8, 8]).unwrap_err();
+    assert!(matches!(err, Error::FixedHead { expected: 4, got: 5, last_channels: 64 }), "{err}");
+    assert!(err.to_string().contains("drop the last entry"), "{err}");
+}
+
+#[test]
+fn a_per_stage_spec_of_equal_entries_is_the_uniform_network() {
+    let device = device();
+    for config in [small_v2(), ModelConfig::imagenet(Arch::UsMobilenetV1, 10)] {
+        let model = UsNet::init(&config, &Init::Counter { seed: 0 }, &device).unwrap();
+        let w = Width::new(0.5).unwrap();
+        let uniform = WidthSpec::Uniform(w);
+        // Built without the canonicalising constructor, so the model itself must agree.
+        let per_stage = WidthSpec::PerStage(vec![w; model.num_width_groups()]);
+        assert_eq!(model.plan(&per_stage, [32, 32]).unwrap(), model.plan(&uniform, [32, 32]).unwrap(), "{:?}", config.arch);
+        assert_eq!(model.bn_channels(&per_stage).unwrap(), model.bn_channels(&uniform).unwrap());
+        assert_eq!(per_stage.key(), uniform.key());
+        let cost = |s| crate::profile::width_cost(&model, s, 32).unwrap().macs;
+        assert_eq!(cost(&per_stage), cost(&uniform));
+    }
 }
 
 #[test]
@@ -245,6 +268,15 @@ fn calibrated_eval_uses_each_widths_own_statistics() {
     let batches: Vec<Tensor<4>> = (0..3).map(|_| random(&mut rng, [4, 3, 8, 8], &device).1).collect();
     let specs = [WidthSpec::Uniform(Width::MAX), WidthSpec::Uniform(Width::new(0.35).unwrap())];
     let stats = calibrate(&model, batches.clone(), &specs).unwrap();
+    // Each width's statistics are its own: the same as calibrating it alone (so two widths'
+    // results cannot be swapped or mixed).
+    for (i, spec) in specs.iter().enumerate() {
+        let alone = calibrate(&model, batches.clone(), std::slice::from_ref(spec)).unwrap().remove(0);
+        for (a, b) in alone.layers.iter().zip(&stats[i].layers) {
+            assert_eq!(a.mean.to_data(), b.mean.to_data(), "width {spec}");
+            assert_eq!(a.var.to_data(), b.var.to_data(), "width {spec}");
+        }
+    }
     // The last BN does not slim, yet each width has its own statistics for it.
     let last = model.num_bn() - 1;
     // (Its input's mean is zero at every width, as the BN before the 1x1 conv has beta 0,
@@ -253,9 +285,18 @@ fn calibrated_eval_uses_each_widths_own_statistics() {
     let b = stats[1].layers[last].var.to_data().try_to_vec::<f32>().unwrap();
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-6));
-    let mut cal = CalibratedModel::new(model);
-    cal.calibrate(batches, &specs).unwrap();
-    assert_eq!(cal.forward(Tensor::zeros([1, 3, 8, 8], &device), &specs[1]).unwrap().dims(), [1, 5]);
+    let mut cal = CalibratedModel::new(model.clone());
+    cal.calibrate(batches.clone(), &specs).unwrap();
+    // Eval at each width normalises with that width's statistics.
+    let x = random(&mut rng, [2, 3, 8, 8], &device).1;
+    for (spec, own) in specs.iter().zip(&stats) {
+        let want = model.forward(x.clone(), spec, &mut BnMode::Eval(own)).unwrap().into_data();
+        assert_eq!(cal.forward(x.clone(), spec).unwrap().into_data(), want, "width {spec}");
+    }
+    // And those differ from another set of statistics of the same shape.
+    let other = calibrate(&model, batches[..1].to_vec(), &specs[..1]).unwrap().remove(0);
+    let with_other = model.forward(x.clone(), &specs[0], &mut BnMode::Eval(&other)).unwrap().into_data();
+    assert_ne!(cal.forward(x, &specs[0]).unwrap().into_data(), with_other);
 }
 
 #[test]
@@ -269,7 +310,8 @@ fn sgd_step_matches_pytorch_rule_and_nan_loss_is_an_error() {
     let (_, x) = random(&mut rng, [4, 3, 8, 8], &device);
     let labels = [0, 1, 2, 3];
     let widths = [WidthSpec::Uniform(Width::MAX)];
-    let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.1 };
+    // One width: distillation has no student here (see the distillation test for two).
+    let options = StepOptions { inplace_distill: false, label_smoothing: 0.0, lr: 0.1 };
     // The gradient of the single width, computed independently.
     let logits = before.forward(x.clone(), &widths[0], &mut BnMode::Train).unwrap();
     let targets = crate::train::label_targets(&labels, 5, 0.0, &device).unwrap();
@@ -315,4 +357,185 @@ fn switchable_bn_has_private_parameters_per_width() {
     }
     let other = WidthSpec::Uniform(Width::new(0.75).unwrap());
     assert!(matches!(model.forward(x, &other, &mut BnMode::Train), Err(Error::InvalidConfig(_))));
+}
+
+#[test]
+fn inplace_distillation_teaches_later_widths_from_the_max_widths_softmax() {
+    let device = device();
+    let mut model = UsNet::init(&small_v2(), &Init::Kaiming { seed: 9 }, &device).unwrap();
+    // Sharpen the logits so that the teacher's softmax is far from the labels' one-hot.
+    model.map_params(&mut |name, _, t| if name == "classifier.0.weight" { t.map_flat(|v| v.mul_scalar(30.0)) } else { t });
+    let model = model.into_trainable();
+    let (_, x) = random(&mut StdRng::seed_from_u64(9), [4, 3, 8, 8], &device);
+    let labels = [0, 1, 2, 3];
+    let (max, half) = (WidthSpec::Uniform(Width::MAX), WidthSpec::Uniform(Width::new(0.5).unwrap()));
+    let widths = [max.clone(), half.clone()];
+    // The two candidate losses of the half width, computed independently of train_step.
+    let teacher = crate::train::soft_targets(&model.forward(x.clone(), &max, &mut BnMode::Train).unwrap());
+    let student = || model.forward(x.clone(), &half, &mut BnMode::Train).unwrap();
+    let soft: f32 = crate::train::soft_cross_entropy(student(), teacher).into_scalar();
+    let hard: f32 = crate::train::soft_cross_entropy(student(), crate::train::label_targets(&labels, 5, 0.0, &device).unwrap()).into_scalar();
+    assert!((soft - hard).abs() > 0.1, "the test needs the two losses to differ: {soft} vs {hard}");
+    for (distill, want) in [(true, soft), (false, hard)] {
+        let mut m = model.clone();
+        let options = StepOptions { inplace_distill: distill, label_smoothing: 0.0, lr: 0.1 };
+        let out = train_step(&mut m, &mut Sgd::new(SgdConfig::default()), x.clone(), &labels, &widths, options, 1).unwrap();
+        assert!((out.losses[1] - want).abs() < 1e-5, "distill {distill}: {} vs {want}", out.losses[1]);
+    }
+    // The teacher must be the max width: a narrower first width is refused.
+    let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.1 };
+    let mut m = model.clone();
+    let err = train_step(&mut m, &mut Sgd::new(SgdConfig::default()), x, &labels, &[half, max], options, 1).unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)) && err.to_string().contains("teacher"), "{err}");
+}
+
+#[test]
+fn label_smoothing_follows_pytorch() {
+    let device = device();
+    let t = crate::train::label_targets(&[2, 0], 4, 0.1, &device).unwrap().into_data().try_to_vec::<f32>().unwrap();
+    // (1 - e) * onehot + e / C, as torch.nn.CrossEntropyLoss(label_smoothing=e).
+    let (on, off) = (0.9 + 0.025, 0.025);
+    let want = [off, off, on, off, on, off, off, off];
+    for (g, w) in t.iter().zip(want) {
+        assert!((g - w).abs() < 1e-7, "{t:?}");
+    }
+    // The loss with smoothing: -sum(target * log_softmax), checked against a hand value.
+    let logits = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 4]), &device);
+    let target = crate::train::label_targets(&[3], 4, 0.2, &device).unwrap();
+    let got: f32 = crate::train::soft_cross_entropy(logits, target).into_scalar();
+    let lse = (1f64.exp() + 2f64.exp() + 3f64.exp() + 4f64.exp()).ln();
+    let want: f64 = [1.0, 2.0, 3.0, 4.0].iter().zip([0.05, 0.05, 0.05, 0.85]).map(|(z, p)| -p * (z - lse)).sum();
+    assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+}
+
+#[test]
+fn widths_that_round_to_the_same_channels_are_merged_into_the_first() {
+    let device = device();
+    // Divisor 8: 0.5 and 0.51 give the same channels everywhere; 0.75 does not.
+    let model = UsNet::init(&small_v2(), &Init::Counter { seed: 0 }, &device).unwrap();
+    let specs: Vec<WidthSpec> = crate::width::parse_width_list("0.5,0.75,0.51,1.0").unwrap();
+    assert_eq!(model.bn_channels(&specs[0]).unwrap(), model.bn_channels(&specs[2]).unwrap());
+    let (kept, merged) = model.distinct_widths(&specs).unwrap();
+    assert_eq!(kept.iter().map(|w| w.key()).collect::<Vec<_>>(), ["0.5", "0.75", "1"]);
+    assert_eq!(merged, vec![(specs[2].clone(), specs[0].clone())]);
+}
+
+/// Channel means and unbiased variances of an NCHW buffer, in f64.
+fn channel_stats(v: &[f32], [n, c, h, w]: [usize; 4]) -> (Vec<f64>, Vec<f64>) {
+    let count = (n * h * w) as f64;
+    (0..c)
+        .map(|ch| {
+            let vals: Vec<f64> = (0..n).flat_map(|b| (0..h * w).map(move |i| (b, i))).map(|(b, i)| f64::from(v[(b * c + ch) * h * w + i])).collect();
+            let m = vals.iter().sum::<f64>() / count;
+            (m, vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (count - 1.0))
+        })
+        .unzip()
+}
+
+#[test]
+fn running_statistics_follow_pytorch_and_share_one_buffer_across_widths() {
+    let device = device();
+    let mut rng = StdRng::seed_from_u64(11);
+    let bn = UsBatchNorm::init("bn", 0, 12, &Init::Kaiming { seed: 0 }, &device);
+    let mut running = crate::layers::RunningStats::new(&[vec![12]], &device);
+    // PyTorch: running = 0.9 * running + 0.1 * batch (unbiased var), from mean 0 and var 1.
+    let (mut mean, mut var) = (vec![0.0f64; 12], vec![1.0f64; 12]);
+    for (c, shape) in [(7, [3, 7, 4, 5]), (12, [2, 12, 3, 3]), (5, [4, 5, 2, 2])] {
+        let (v, x) = random(&mut rng, shape, &device);
+        let tracked = bn.forward(x.clone(), &mut BnMode::TrainTrack(&mut running), 0);
+        // The output is training mode's, unchanged by tracking.
+        assert_eq!(tracked.into_data(), bn.forward(x, &mut BnMode::Train, 0).into_data());
+        let (m, uv) = channel_stats(&v, shape);
+        for ch in 0..c {
+            mean[ch] = 0.9 * mean[ch] + 0.1 * m[ch];
+            var[ch] = 0.9 * var[ch] + 0.1 * uv[ch];
+        }
+    }
+    let got_mean = running.layers[0][0].mean.to_data().try_to_vec::<f32>().unwrap();
+    let got_var = running.layers[0][0].var.to_data().try_to_vec::<f32>().unwrap();
+    for ch in 0..12 {
+        assert!((f64::from(got_mean[ch]) - mean[ch]).abs() < 1e-5, "mean {ch}: {} vs {}", got_mean[ch], mean[ch]);
+        assert!((f64::from(got_var[ch]) - var[ch]).abs() < 1e-4, "var {ch}: {} vs {}", got_var[ch], var[ch]);
+    }
+}
+
+#[test]
+fn tracking_running_statistics_changes_no_training_output() {
+    let device = device();
+    let model = UsNet::init(&small_v2(), &Init::Kaiming { seed: 12 }, &device).unwrap().into_trainable();
+    let (_, x) = random(&mut StdRng::seed_from_u64(12), [4, 3, 8, 8], &device);
+    let labels = [0, 1, 2, 3];
+    let widths: Vec<WidthSpec> = crate::width::parse_width_list("1.0,0.35,0.6").unwrap();
+    let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.1 };
+    let (mut a, mut b) = (model.clone(), model.clone());
+    let (mut sa, mut sb) = (Sgd::new(SgdConfig::default()), Sgd::new(SgdConfig::default()));
+    let mut running = model.new_running_stats();
+    for step in 1..=2 {
+        let la = train_step(&mut a, &mut sa, x.clone(), &labels, &widths, options, step).unwrap();
+        let lb = crate::train::train_step_tracking(&mut b, &mut sb, x.clone(), &labels, &widths, options, step, &mut running).unwrap();
+        assert_eq!(la, lb);
+    }
+    for ((name, _, pa), (_, _, pb)) in a.params().iter().zip(b.params()) {
+        assert_eq!(pa.to_data(), pb.to_data(), "{name}");
+    }
+    // Every width updated the stem's shared buffer; the narrow ones only its first channels.
+    let stem = running.layers[0][0].mean.to_data().try_to_vec::<f32>().unwrap();
+    assert!(stem.iter().all(|v| *v != 0.0), "{stem:?}");
+}
+
+#[test]
+fn an_snet_keeps_running_statistics_per_switch_width() {
+    let device = device();
+    let mut config = small_v2();
+    config.switchable_bn = Some(vec![1.0, 0.5]);
+    let model = UsNet::init(&config, &Init::Kaiming { seed: 13 }, &device).unwrap();
+    let mut running = model.new_running_stats();
+    assert_eq!(running.layers[0].len(), 2);
+    let half = WidthSpec::Uniform(Width::new(0.5).unwrap());
+    let (_, x) = random(&mut StdRng::seed_from_u64(13), [2, 3, 8, 8], &device);
+    model.forward(x, &half, &mut BnMode::TrainTrack(&mut running)).unwrap();
+    let untouched = running.layers[0][0].mean.to_data().try_to_vec::<f32>().unwrap();
+    let updated = running.layers[0][1].mean.to_data().try_to_vec::<f32>().unwrap();
+    assert!(untouched.iter().all(|v| *v == 0.0) && updated.iter().any(|v| *v != 0.0));
+    // Evaluating at 0.5 uses switch 1's pair; the channel counts are 0.5's.
+    let stats = model.running_statistics(&running, &half).unwrap();
+    assert_eq!(stats.layers[0].mean.to_data(), running.layers[0][1].mean.to_data());
+}
+
+#[test]
+fn bn_statistics_sources_give_each_width_the_statistics_they_name() {
+    use crate::calibration::BnStatsSource;
+    let device = device();
+    let model = UsNet::init(&small_v2(), &Init::Kaiming { seed: 14 }, &device).unwrap();
+    let mut rng = StdRng::seed_from_u64(14);
+    let batches: Vec<Tensor<4>> = (0..2).map(|_| random(&mut rng, [4, 3, 8, 8], &device).1).collect();
+    let (max, half) = (WidthSpec::Uniform(Width::MAX), WidthSpec::Uniform(Width::new(0.5).unwrap()));
+    let specs = [max.clone(), half.clone()];
+    let own = calibrate(&model, batches.clone(), &specs).unwrap();
+    let data = |s: &crate::layers::BnStatistics| s.layers.iter().map(|l| l.mean.to_data().try_to_vec::<f32>().unwrap()).collect::<Vec<_>>();
+
+    let mut cal = CalibratedModel::new(model.clone());
+    let on_demand = cal.prepare(BnStatsSource::Calibrated, &specs, None, || Ok(batches.clone())).unwrap();
+    assert_eq!(on_demand, specs);
+    assert_eq!(data(cal.stats(&half).unwrap()), data(&own[1]), "the half width's own statistics");
+
+    let mut shared = CalibratedModel::new(model.clone());
+    shared.prepare(BnStatsSource::SharedMax, &specs, None, || Ok(batches.clone())).unwrap();
+    let max_stats = data(&own[0]);
+    let channels = model.bn_channels(&half).unwrap();
+    for ((got, full), c) in data(shared.stats(&half).unwrap()).iter().zip(&max_stats).zip(channels) {
+        assert_eq!(got[..], full[..c], "the max width's statistics, sliced");
+    }
+
+    let mut running = model.new_running_stats();
+    for b in &batches {
+        model.forward(b.clone(), &max, &mut BnMode::TrainTrack(&mut running)).unwrap();
+    }
+    let mut run = CalibratedModel::new(model.clone());
+    let never = || -> crate::Result<Vec<Tensor<4>>> { panic!("running statistics need no batches") };
+    run.prepare(BnStatsSource::Running, &specs, Some(&running), never).unwrap();
+    assert_eq!(data(run.stats(&half).unwrap()), data(&running.slice(0, &model.bn_channels(&half).unwrap())));
+    assert_ne!(data(run.stats(&half).unwrap()), data(&own[1]));
+    let err = CalibratedModel::new(model).prepare(BnStatsSource::Running, &specs, None, never).unwrap_err();
+    assert!(matches!(err, Error::NoRunningStats), "{err}");
 }

@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::init::Init;
-use crate::layers::{AnyTensor, BnMode, ParamFn, UsBatchNorm, UsConv2d, UsConv2dConfig, UsLinear};
+use crate::layers::{AnyTensor, BnMode, ParamFn, RunningStats, UsBatchNorm, UsConv2d, UsConv2dConfig, UsLinear};
 use crate::model::config::{Arch, ModelConfig};
 use crate::width::{Width, WidthRange, WidthSpec};
 
@@ -57,27 +57,46 @@ pub struct LayerPlan {
 }
 
 impl LayerPlan {
-    /// Multiply-accumulates for one image.
-    pub fn macs(&self) -> u64 {
-        let k2 = (self.kernel.max(1) * self.kernel.max(1)) as u64;
-        (self.c_in as u64 / self.groups as u64) * self.c_out as u64 * k2 * (self.out_hw[0] * self.out_hw[1]) as u64
+    /// Multiply-accumulates for one image, `None` when they overflow `u64`.
+    pub fn checked_macs(&self) -> Option<u64> {
+        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
+        (self.c_in as u64 / self.groups.max(1) as u64)
+            .checked_mul(self.c_out as u64)?
+            .checked_mul(k2)?
+            .checked_mul(self.out_hw[0] as u64)?
+            .checked_mul(self.out_hw[1] as u64)
     }
 
-    /// Parameters the layer uses at this width.
+    /// Multiply-accumulates for one image (`u64::MAX` when they overflow; see
+    /// [`LayerPlan::checked_macs`]).
+    pub fn macs(&self) -> u64 {
+        self.checked_macs().unwrap_or(u64::MAX)
+    }
+
+    /// Parameters the layer uses at this width, `None` when they overflow `u64`.
+    pub fn checked_params(&self) -> Option<u64> {
+        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
+        let weights = (self.c_in as u64 / self.groups.max(1) as u64).checked_mul(self.c_out as u64)?.checked_mul(k2)?;
+        weights.checked_add(if self.bias { self.c_out as u64 } else { 0 })
+    }
+
+    /// Parameters the layer uses at this width (`u64::MAX` when they overflow).
     pub fn params(&self) -> u64 {
-        let k2 = (self.kernel.max(1) * self.kernel.max(1)) as u64;
-        (self.c_in as u64 / self.groups as u64) * self.c_out as u64 * k2 + if self.bias { self.c_out as u64 } else { 0 }
+        self.checked_params().unwrap_or(u64::MAX)
     }
 }
 
-/// The width of each stage, resolved from a [`WidthSpec`].
+/// The width of each stage, resolved from a [`WidthSpec`]. v2's head has none: its output
+/// is fixed at `last_channels`, as in the official model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageWidths {
     pub stem: f64,
     pub stages: Vec<f64>,
-    /// v2's last conv output width; `None` keeps it at full width as the official model does.
-    pub head: Option<f64>,
 }
+
+/// What [`UsNet::distinct_widths`] returns: the kept specs in order, and each dropped spec
+/// with the kept one it merged into.
+pub type DistinctWidths = (Vec<WidthSpec>, Vec<(WidthSpec, WidthSpec)>);
 
 /// A universally slimmable MobileNet (v1 or v2).
 ///
@@ -152,7 +171,10 @@ impl UsNet {
         }
         let head = config.last_channels.map(|last| {
             let name = format!("features.{}", blocks.len() + 1);
-            let layer = conv_bn(format!("{name}.0"), format!("{name}.1"), UsConv2dConfig::new(channels, last, 1, 1), true);
+            // Only the head's input slims; its output is fixed, as in the official model.
+            let mut cfg = UsConv2dConfig::new(channels, last, 1, 1);
+            cfg.slim_out = false;
+            let layer = conv_bn(format!("{name}.0"), format!("{name}.1"), cfg, true);
             channels = last;
             layer
         });
@@ -195,7 +217,7 @@ impl UsNet {
     /// For an S-Net, a width that is not one of its switch widths.
     pub fn switch_index(&self, spec: &WidthSpec) -> Result<usize> {
         let Some(widths) = &self.config.switchable_bn else { return Ok(0) };
-        let found = match spec {
+        let found = match spec.canonical() {
             WidthSpec::Uniform(w) => widths.iter().position(|s| (s - w.get()).abs() < 1e-9),
             WidthSpec::PerStage(_) => None,
         };
@@ -221,9 +243,8 @@ impl UsNet {
         self.num_bn
     }
 
-    /// The state-dict prefix of each BN layer, in the order of
-    /// [`crate::layers::BnStatistics::layers`].
-    pub fn bn_names(&self) -> Vec<String> {
+    /// Every BN layer, in the order of [`crate::layers::BnStatistics::layers`].
+    pub fn bn_layers(&self) -> Vec<&UsBatchNorm> {
         let mut layers = vec![&self.stem];
         for b in &self.blocks {
             layers.extend(b.expand.iter());
@@ -231,9 +252,41 @@ impl UsNet {
             layers.push(&b.project);
         }
         layers.extend(self.head.iter());
-        let names: Vec<String> = layers.iter().map(|l| l.bn.name.clone()).collect();
         debug_assert!(layers.iter().enumerate().all(|(i, l)| l.bn.index == i));
-        names
+        layers.into_iter().map(|l| &l.bn).collect()
+    }
+
+    /// The state-dict prefix of each BN layer, in the order of
+    /// [`crate::layers::BnStatistics::layers`].
+    pub fn bn_names(&self) -> Vec<String> {
+        self.bn_layers().iter().map(|bn| bn.name.clone()).collect()
+    }
+
+    /// Fresh running statistics for this model (mean 0, variance 1): a full-width pair per BN
+    /// layer, or one per switch width for an S-Net.
+    pub fn new_running_stats(&self) -> RunningStats {
+        let sizes: Vec<Vec<usize>> = self.bn_layers().iter().map(|bn| bn.affine.iter().map(|(g, _)| g.dims()[0]).collect()).collect();
+        RunningStats::new(&sizes, &self.stem.conv.weight.device())
+    }
+
+    /// The statistics `spec` normalises with when BN is not calibrated: the running
+    /// statistics of its switch (S-Nets) cut to its channels.
+    ///
+    /// # Errors
+    ///
+    /// As [`UsNet::stage_widths`] and [`UsNet::switch_index`], and [`Error::InvalidConfig`]
+    /// when `running` was made for another model.
+    pub fn running_statistics(&self, running: &RunningStats, spec: &WidthSpec) -> Result<crate::layers::BnStatistics> {
+        let channels = self.bn_channels(spec)?;
+        let switch = self.switch_index(spec)?;
+        let fits = running.layers.len() == self.num_bn
+            && running.layers.iter().zip(self.bn_layers()).all(|(slots, bn)| {
+                slots.len() == bn.affine.len() && slots.iter().zip(&bn.affine).all(|(s, (g, _))| s.mean.dims() == g.dims())
+            });
+        if !fits {
+            return Err(Error::InvalidConfig("the running statistics do not fit this model's BN layers".into()));
+        }
+        Ok(running.slice(switch, &channels))
     }
 
     /// Number of block-table stages.
@@ -241,12 +294,10 @@ impl UsNet {
         self.config.block_setting.len()
     }
 
-    /// Entries of a per-stage [`WidthSpec`]: the stem, each block-table row and (v2) the head.
+    /// Entries of a per-stage [`WidthSpec`]: the stem, then each block-table row (v2's head
+    /// has a fixed output and no entry).
     pub fn num_width_groups(&self) -> usize {
-        match self.config.arch {
-            Arch::UsMobilenetV1 => self.num_stages() + 1,
-            Arch::UsMobilenetV2 => self.num_stages() + 2,
-        }
+        self.num_stages() + 1
     }
 
     /// The channel count of each BN layer at `spec` (its conv's output), in the order of
@@ -266,26 +317,49 @@ impl UsNet {
     /// # Errors
     ///
     /// [`Error::WidthOutOfRange`] for a width outside the range; [`Error::SpecLength`] for a
-    /// per-stage spec of the wrong length.
+    /// per-stage spec of the wrong length, [`Error::FixedHead`] for a v2 spec with a head entry.
     pub fn stage_widths(&self, spec: &WidthSpec) -> Result<StageWidths> {
         spec.check(&self.range)?;
         let k = self.num_stages();
         match spec {
-            WidthSpec::Uniform(w) => Ok(StageWidths { stem: w.get(), stages: vec![w.get(); k], head: None }),
+            WidthSpec::Uniform(w) => Ok(StageWidths { stem: w.get(), stages: vec![w.get(); k] }),
             WidthSpec::PerStage(ws) => {
                 let expected = self.num_width_groups();
-                let layout = match self.config.arch {
-                    Arch::UsMobilenetV1 => "stem, then one per block-table row",
-                    Arch::UsMobilenetV2 => "stem, then one per block-table row, then head",
-                };
+                if let (Some(last_channels), true) = (self.config.last_channels, ws.len() == expected + 1) {
+                    return Err(Error::FixedHead { expected, got: ws.len(), last_channels });
+                }
                 if ws.len() != expected {
+                    let layout = "the stem, then one per block-table row";
                     return Err(Error::SpecLength { arch: self.config.arch.name(), stages: k, expected, layout, got: ws.len() });
                 }
                 let ws: Vec<f64> = ws.iter().map(|w| w.get()).collect();
-                let head = (self.config.arch == Arch::UsMobilenetV2).then(|| ws[k + 1]);
-                Ok(StageWidths { stem: ws[0], stages: ws[1..=k].to_vec(), head })
+                Ok(StageWidths { stem: ws[0], stages: ws[1..].to_vec() })
             }
         }
+    }
+
+    /// `specs` without those that give the same network as an earlier one (the same channel
+    /// count in every layer, as widths that round alike do): the kept specs in order, and
+    /// each dropped spec with the kept one it merged into.
+    ///
+    /// # Errors
+    ///
+    /// As [`UsNet::stage_widths`].
+    pub fn distinct_widths(&self, specs: &[WidthSpec]) -> Result<DistinctWidths> {
+        // Each kept spec with its (c_in, c_out) per layer.
+        let mut seen: Vec<(Vec<(usize, usize)>, WidthSpec)> = Vec::new();
+        let (mut kept, mut merged) = (Vec::new(), Vec::new());
+        for spec in specs {
+            let channels: Vec<(usize, usize)> = self.plan(spec, [32, 32])?.iter().map(|l| (l.c_in, l.c_out)).collect();
+            match seen.iter().find(|(c, _)| *c == channels) {
+                Some((_, first)) => merged.push((spec.clone(), first.clone())),
+                None => {
+                    seen.push((channels, spec.clone()));
+                    kept.push(spec.clone());
+                }
+            }
+        }
+        Ok((kept, merged))
     }
 
     /// Every conv and linear layer that runs at `spec` on `[h, w]` inputs, in order, with
@@ -296,6 +370,13 @@ impl UsNet {
     /// As [`UsNet::stage_widths`].
     pub fn plan(&self, spec: &WidthSpec, input_hw: [usize; 2]) -> Result<Vec<LayerPlan>> {
         let widths = self.stage_widths(spec)?;
+        if input_hw.iter().any(|&s| s == 0 || s > crate::model::config::MAX_DIM) {
+            return Err(Error::Shape {
+                what: "input size",
+                expected: format!("[h, w] in 1..={}", crate::model::config::MAX_DIM),
+                got: input_hw.to_vec(),
+            });
+        }
         let d = self.config.divisor;
         let mut plans = Vec::new();
         let mut hw = input_hw;
@@ -320,7 +401,8 @@ impl UsNet {
             step(&block.project.conv, w, &mut c, &mut hw);
         }
         if let Some(head) = &self.head {
-            step(&head.conv, widths.head, &mut c, &mut hw);
+            // The head's output is fixed; its input follows the last stage.
+            step(&head.conv, None, &mut c, &mut hw);
         }
         let out = self.config.num_classes;
         plans.push(LayerPlan { name: self.classifier.name.clone(), c_in: c, c_out: out, kernel: 0, groups: 1, out_hw: [1, 1], bias: true });
@@ -354,14 +436,13 @@ impl UsNet {
     pub fn forward(&self, x: Tensor<4>, spec: &WidthSpec, mode: &mut BnMode) -> Result<Tensor<2>> {
         let dims = x.dims();
         self.check_input(dims)?;
-        if let BnMode::Eval(stats) = mode
-            && stats.layers.len() != self.num_bn
-        {
-            return Err(Error::InvalidConfig(format!(
-                "BN statistics have {} layers, the model has {}",
-                stats.layers.len(),
-                self.num_bn
-            )));
+        let layers = match mode {
+            BnMode::Eval(stats) => Some(stats.layers.len()),
+            BnMode::TrainTrack(running) => Some(running.layers.len()),
+            _ => None,
+        };
+        if let Some(n) = layers.filter(|&n| n != self.num_bn) {
+            return Err(Error::InvalidConfig(format!("BN statistics have {n} layers, the model has {}", self.num_bn)));
         }
         let plan = self.plan(spec, [dims[2], dims[3]])?;
         let sw = self.switch_index(spec)?;

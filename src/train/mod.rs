@@ -1,11 +1,15 @@
 //! Training: the sandwich rule, inplace distillation, SGD and the training loop.
 
 mod loss;
+mod resume;
 mod sandwich;
 mod sgd;
 mod trainer;
 
 pub use loss::{label_targets, soft_cross_entropy, soft_targets};
-pub use sandwich::{train_step, StepOptions, StepOutput, WidthSampler};
+pub use resume::{resume_config, Resumed};
+pub use sandwich::{train_step, train_step_tracking, StepOptions, StepOutput, WidthSampler};
 pub use sgd::{Sgd, SgdConfig};
-pub use trainer::{train, widths_for_step, EpochValidation, RunPaths, StepReport, CHECKPOINT_INTERVAL};
+pub use trainer::{
+    train, widths_for_step, EpochValidation, RunPaths, Schedule, StepReport, TrainEvents, TrainOptions, CHECKPOINT_INTERVAL,
+};

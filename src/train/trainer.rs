@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -14,7 +16,10 @@ use crate::dataset::{images, ExperimentData};
 use crate::error::{Error, Result};
 use crate::init::Init;
 use crate::model::UsNet;
-use crate::train::sandwich::{train_step, StepOptions, WidthSampler};
+use crate::run_lock::RunLock;
+use crate::train::resume::resume_config;
+use crate::layers::RunningStats;
+use crate::train::sandwich::{train_step_tracking, StepOptions, WidthSampler};
 use crate::train::sgd::Sgd;
 use crate::width::WidthSpec;
 
@@ -113,6 +118,7 @@ pub fn widths_for_step(config: &TrainConfig, model: &UsNet, step: u64) -> Result
             let sampler = WidthSampler {
                 num_sample_training: config.num_sample_training,
                 sandwich: config.sandwich_rule,
+                teacher: config.inplace_distill,
                 per_stage_groups: config.nonuniform.then(|| model.num_width_groups()),
             };
             let mut rng = StdRng::seed_from_u64(config.random_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -121,92 +127,232 @@ pub fn widths_for_step(config: &TrainConfig, model: &UsNet, step: u64) -> Result
     })
 }
 
-/// Trains `config` into `dir`, or continues the run there with `resume`.
-///
-/// Writes `checkpoint.safetensors` at the end of every epoch, every
-/// [`CHECKPOINT_INTERVAL`] and at the end, `metrics.jsonl` (one line per iteration) and
-/// `config.toml` (the resolved config). Returns the final checkpoint.
-///
-/// # Errors
-///
-/// `resume` without a checkpoint, a fresh run into a directory that has one, data errors,
-/// and a non-finite loss (the last checkpoint stays as it was).
-pub fn train(
+/// How one invocation of [`train`] runs: nothing here is part of the experiment or saved.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue the run in the directory from its checkpoint, its stored config winning as
+    /// [`resume_config`] decides.
+    pub resume: bool,
+    /// On resume, take a changed schedule or optimizer setting instead of refusing it.
+    pub force: bool,
+    /// When set (by a Ctrl-C handler, say), the run stops after the current iteration, saves
+    /// a checkpoint it can resume from, and returns it unfinished.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+/// What [`train`] reports as it goes; every method does nothing by default (`()` ignores all).
+pub trait TrainEvents {
+    /// After each iteration.
+    fn step(&mut self, _report: &StepReport) {}
+    /// After each epoch, one call per validated width.
+    fn validation(&mut self, _row: &EpochValidation) {}
+    /// A decision the user should hear about: a setting ignored or taken on resume, a run
+    /// that had already finished, statistics that training made stale.
+    fn note(&mut self, _message: &str) {}
+}
+
+impl TrainEvents for () {}
+
+/// The iterations of a run: the learning-rate schedule spans `num_epochs` epochs, and
+/// `max_steps` only stops the run early at `stop_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub per_epoch: u64,
+    /// Iterations of the whole schedule, `per_epoch * num_epochs`.
+    pub total: u64,
+    /// Where this invocation stops: `total`, or `max_steps` when that is smaller.
+    pub stop_at: u64,
+}
+
+impl Schedule {
+    /// The schedule of `config` with `per_epoch` iterations an epoch.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] when the step count does not fit in 64 bits.
+    pub fn new(config: &TrainConfig, per_epoch: u64) -> Result<Self> {
+        let total = per_epoch.checked_mul(config.num_epochs as u64).ok_or_else(|| {
+            Error::InvalidConfig(format!("{} epochs of {per_epoch} iterations do not fit in a step count", config.num_epochs))
+        })?;
+        let stop_at = if config.max_steps > 0 { total.min(config.max_steps) } else { total };
+        Ok(Schedule { per_epoch, total, stop_at })
+    }
+
+    /// The learning rate of iteration `step` (0-based).
+    pub fn lr(&self, config: &TrainConfig, step: u64) -> f64 {
+        config.lr_at(step, self.total, self.per_epoch)
+    }
+}
+
+/// Where a run starts: fresh, or from its checkpoint.
+struct Start {
+    config: TrainConfig,
+    model: UsNet,
+    sgd: Sgd,
+    state: TrainState,
+    running: RunningStats,
+}
+
+/// The model, optimizer and position to train from: a fresh model, or the run's checkpoint
+/// with the config [`resume_config`] settles on. `Err(Ok(checkpoint))` means there is nothing
+/// to train: the run had finished and its schedule is unchanged.
+fn start_or_resume(
     config: &TrainConfig,
-    dir: &Path,
-    resume: bool,
-    on_step: &mut dyn FnMut(&StepReport),
-    on_validation: &mut dyn FnMut(&EpochValidation),
-) -> Result<Checkpoint> {
-    let paths = RunPaths { dir: dir.to_path_buf() };
-    let device = crate::device::device(config.backend.as_deref())?;
+    paths: &RunPaths,
+    options: &TrainOptions,
+    events: &mut dyn TrainEvents,
+    device: &burn::tensor::Device,
+) -> Result<std::result::Result<Start, Checkpoint>> {
     let existing = paths.checkpoint();
-    let (mut model, mut sgd, mut state, config) = if resume {
-        if !existing.exists() {
-            return Err(Error::Checkpoint {
-                path: existing,
-                reason: "--resume found no checkpoint here; run without --resume to start a new run".into(),
-            });
-        }
-        let ck = Checkpoint::load(&existing, &device)?;
-        // The stored config wins, except for how long to train.
-        let mut merged = ck.config.clone();
-        merged.num_epochs = config.num_epochs;
-        merged.max_steps = config.max_steps;
-        let mut sgd = Sgd::new(merged.sgd());
-        sgd.buffers = ck.momentum;
-        (ck.model, sgd, ck.state, merged)
-    } else {
+    if !options.resume {
         if existing.exists() {
             return Err(Error::Checkpoint {
                 path: existing,
                 reason: "a checkpoint is already here; pass --resume to continue it, or choose another --output".into(),
             });
         }
-        let model = UsNet::init(&config.model, &Init::Kaiming { seed: config.random_seed }, &device)?;
-        (model, Sgd::new(config.sgd()), TrainState::default(), config.clone())
+        let model = UsNet::init(&config.model, &Init::Kaiming { seed: config.random_seed }, device)?;
+        let running = model.new_running_stats();
+        let start = Start { config: config.clone(), model, sgd: Sgd::new(config.sgd()), state: TrainState::default(), running };
+        return Ok(Ok(start));
+    }
+    if !existing.exists() {
+        return Err(Error::Checkpoint {
+            path: existing,
+            reason: "--resume found no checkpoint here; run without --resume to start a new run".into(),
+        });
+    }
+    let ck = Checkpoint::load(&existing, device)?;
+    for note in &ck.notes {
+        events.note(note);
+    }
+    let resumed = resume_config(&ck.config, config, options.force)?;
+    for note in &resumed.notes {
+        events.note(&format!("--resume: {note}"));
+    }
+    let same_length = (resumed.config.num_epochs, resumed.config.batch_size) == (ck.config.num_epochs, ck.config.batch_size);
+    if ck.state.finished && same_length {
+        events.note(&format!(
+            "the run in {} finished at step {}; nothing to train (its checkpoint and statistics are unchanged)",
+            paths.dir.display(),
+            ck.state.step
+        ));
+        return Ok(Err(ck));
+    }
+    if !ck.bn_stats.is_empty() {
+        events.note(&format!(
+            "the BN statistics of {} width(s) stored at step {} will not match the weights training goes on to; \
+             they are dropped at the next save: run `usnet calibrate` after training",
+            ck.bn_stats.len(),
+            ck.state.step
+        ));
+    }
+    let running = match ck.running_stats {
+        Some(r) => r,
+        None => {
+            events.note(&format!(
+                "the checkpoint (step {}) predates BN running statistics; they are kept from here on",
+                ck.state.step
+            ));
+            ck.model.new_running_stats()
+        }
     };
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.into(), source })?;
-    crate::checkpoint::write_atomic(&paths.config(), config.to_toml().as_bytes())
+    let mut sgd = Sgd::new(resumed.config.sgd());
+    sgd.buffers = ck.momentum;
+    Ok(Ok(Start { config: resumed.config, model: ck.model, sgd, state: ck.state, running }))
+}
+
+/// Trains `config` into `dir`, or continues the run there with `options.resume`.
+///
+/// Holds the directory's [`RunLock`] throughout. Writes `checkpoint.safetensors` at the end
+/// of every epoch, every [`CHECKPOINT_INTERVAL`], when stopped and at the end;
+/// `metrics.jsonl` (one line per iteration), `validation.jsonl` and `config.toml` (the
+/// resolved config, without `max_steps`). The learning rate follows the schedule of the
+/// config's epochs even when `max_steps` stops the run early ([`Schedule`]); a run stopped
+/// early or by `options.stop` is returned unfinished and can be resumed. A resumed run that
+/// had finished, with its schedule unchanged, trains nothing and changes no file.
+///
+/// # Errors
+///
+/// `resume` without a checkpoint, a fresh run into a directory that has one, a directory
+/// locked by another process ([`Error::Locked`]), a changed schedule on resume
+/// ([`Error::ResumeChanged`]), data errors, a non-finite loss ([`Error::NonFiniteLoss`]) and
+/// non-finite parameters at a save ([`Error::Diverged`]); after either of the last two the
+/// last good checkpoint stays as it was.
+pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &mut dyn TrainEvents) -> Result<Checkpoint> {
+    let paths = RunPaths { dir: dir.to_path_buf() };
+    let _lock = RunLock::acquire(dir)?;
+    let device = crate::device::device(config.backend.as_deref())?;
+    let Start { config, mut model, mut sgd, mut state, mut running } = match start_or_resume(config, &paths, options, events, &device)? {
+        Ok(start) => start,
+        Err(finished) => return Ok(finished),
+    };
+    crate::atomic_file::write_atomic(&paths.config(), config.to_toml().as_bytes())
         .map_err(|source| Error::Io { path: paths.config(), source })?;
     let mut metrics = open_metrics(&paths.metrics(), state.step)?;
     let mut validation_log = open_metrics(&paths.validation(), state.step)?;
 
     let data = ExperimentData::load(&config)?;
-    let per_epoch = data.train.batches_per_epoch() as u64;
-    let mut total = per_epoch * config.num_epochs as u64;
-    if config.max_steps > 0 {
-        total = total.min(config.max_steps);
-    }
+    let schedule = Schedule::new(&config, data.train.batches_per_epoch() as u64)?;
     model = model.into_trainable();
-    let options = |lr| StepOptions {
+    let options_at = |lr| StepOptions {
         inplace_distill: config.inplace_distill && config.mode == TrainingMode::Universal,
         label_smoothing: config.label_smoothing,
         lr,
     };
-    let save = |model: &UsNet, sgd: &Sgd, state: TrainState| -> Result<()> {
-        Checkpoint { config: config.clone(), state, model: model.clone(), momentum: sgd.buffers.clone(), bn_stats: Vec::new() }
-            .save(&paths.checkpoint())
+    let stopped = || options.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    // The step of the checkpoint on disk, if any: what a refused save leaves in place.
+    let saved = std::cell::Cell::new(options.resume.then_some(state.step));
+    let save = |model: &UsNet, sgd: &Sgd, running: &RunningStats, state: TrainState| -> Result<()> {
+        let ck = Checkpoint {
+            config: config.clone(),
+            state,
+            model: model.clone(),
+            momentum: sgd.buffers.clone(),
+            bn_stats: Vec::new(),
+            running_stats: Some(running.clone()),
+            notes: Vec::new(),
+        };
+        match ck.save(&paths.checkpoint()) {
+            Ok(()) => {
+                saved.set(Some(state.step));
+                Ok(())
+            }
+            Err(Error::NonFinite { path, count, first }) => Err(Error::Diverged {
+                step: state.step,
+                count,
+                first,
+                path,
+                kept: match saved.get() {
+                    Some(step) => format!("keeps the last good checkpoint (step {step})"),
+                    None => "was not written (no good checkpoint yet)".into(),
+                },
+            }),
+            Err(e) => Err(e),
+        }
     };
 
     let started = Instant::now();
     let mut last_save = Instant::now();
-    while state.step < total {
+    let (start_step, was_finished) = (state.step, state.finished);
+    state.finished = false;
+    'epochs: while state.step < schedule.stop_at && !stopped() {
         let epoch = state.epoch;
         let mut batches = data.train.epoch_from(epoch, state.batch)?;
-        while state.step < total {
+        while state.step < schedule.stop_at {
             let Some(batch) = batches.next() else { break };
             let batch = batch?;
             let t0 = Instant::now();
             let widths = widths_for_step(&config, &model, state.step)?;
-            let lr = config.lr_at(state.step, total, per_epoch);
+            let lr = schedule.lr(&config, state.step);
             let x = images(&batch, &device);
-            let out = train_step(&mut model, &mut sgd, x, &batch.labels, &widths, options(lr), state.step)?;
+            // Counted from 1 in messages, as the progress output counts.
+            let out = train_step_tracking(&mut model, &mut sgd, x, &batch.labels, &widths, options_at(lr), state.step + 1, &mut running)?;
             state.step += 1;
             state.batch += 1;
             let report = StepReport {
                 step: state.step,
-                total_steps: total,
+                total_steps: schedule.stop_at,
                 epoch,
                 lr,
                 losses: widths.iter().map(WidthSpec::short).zip(out.losses).collect(),
@@ -216,30 +362,43 @@ pub fn train(
             writeln!(metrics, "{}", serde_json::to_string(&report).expect("reports serialise"))
                 .and_then(|_| metrics.flush())
                 .map_err(|source| Error::Io { path: paths.metrics(), source })?;
-            on_step(&report);
-            if last_save.elapsed() >= CHECKPOINT_INTERVAL && state.step < total {
-                save(&model, &sgd, state)?;
+            events.step(&report);
+            if stopped() {
+                break 'epochs;
+            }
+            if last_save.elapsed() >= CHECKPOINT_INTERVAL && state.step < schedule.stop_at {
+                save(&model, &sgd, &running, state)?;
                 last_save = Instant::now();
             }
         }
-        if state.batch as u64 >= per_epoch {
+        if state.batch as u64 >= schedule.per_epoch {
             state.epoch += 1;
             state.batch = 0;
             for row in validate(&config, &model, &data, state.step, state.epoch)? {
-                on_validation(&row);
+                events.validation(&row);
                 writeln!(validation_log, "{}", serde_json::to_string(&row).expect("rows serialise"))
                     .and_then(|_| validation_log.flush())
                     .map_err(|source| Error::Io { path: paths.validation(), source })?;
             }
-            if state.step < total {
-                save(&model, &sgd, state)?;
+            if state.step < schedule.stop_at && !stopped() {
+                save(&model, &sgd, &running, state)?;
                 last_save = Instant::now();
             }
         }
     }
-    state.finished = true;
-    save(&model, &sgd, state)?;
-    Ok(Checkpoint { config, state, model: model.into_inference(), momentum: sgd.buffers, bn_stats: Vec::new() })
+    state.finished = state.step >= schedule.total;
+    if state.step > start_step || saved.get().is_none() || state.finished != was_finished {
+        save(&model, &sgd, &running, state)?;
+    }
+    Ok(Checkpoint {
+        config,
+        state,
+        model: model.into_inference(),
+        momentum: sgd.buffers,
+        bn_stats: Vec::new(),
+        running_stats: Some(running),
+        notes: Vec::new(),
+    })
 }
 
 /// Opens a JSON-lines log (`metrics.jsonl`, `validation.jsonl`) for appending, first dropping
@@ -258,7 +417,57 @@ fn open_metrics(path: &Path, step: u64) -> Result<std::fs::File> {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        crate::checkpoint::write_atomic(path, kept.as_bytes()).map_err(io)?;
+        crate::atomic_file::write_atomic(path, kept.as_bytes()).map_err(io)?;
     }
     std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_CONFIG;
+
+    fn setup(edit: impl Fn(&mut TrainConfig)) -> (TrainConfig, UsNet) {
+        let mut config = TrainConfig::from_toml(DEFAULT_CONFIG, "default").unwrap();
+        edit(&mut config);
+        let text = config.to_toml();
+        let config = TrainConfig::from_toml(&text, "edited").unwrap();
+        let device = crate::device::device(None).unwrap();
+        let model = UsNet::init(&config.model, &Init::Counter { seed: 0 }, &device).unwrap();
+        (config, model)
+    }
+
+    #[test]
+    fn the_teacher_runs_first_with_or_without_the_sandwich_rule() {
+        for sandwich in [true, false] {
+            let (config, model) = setup(|c| c.sandwich_rule = sandwich);
+            let max = WidthSpec::Uniform(model.width_range().max());
+            for step in 0..20 {
+                let ws = widths_for_step(&config, &model, step).unwrap();
+                assert_eq!(ws[0], max, "sandwich {sandwich} step {step}: {ws:?}");
+                assert_eq!(ws.len(), config.num_sample_training + usize::from(!sandwich));
+            }
+        }
+        // Without distillation and without the sandwich rule, every width is random.
+        let (config, model) = setup(|c| {
+            c.sandwich_rule = false;
+            c.inplace_distill = false;
+        });
+        let ws = widths_for_step(&config, &model, 0).unwrap();
+        assert_eq!(ws.len(), config.num_sample_training);
+        assert!(ws.iter().all(|w| w.widths()[0].get() < 1.0), "{ws:?}");
+    }
+
+    #[test]
+    fn snet_widths_run_widest_first_and_steps_are_reproducible() {
+        let (config, model) = setup(|c| {
+            c.mode = TrainingMode::Slimmable;
+            c.width_mult_list = vec![0.5, 1.0, 0.35, 0.75];
+        });
+        let ws: Vec<String> = widths_for_step(&config, &model, 3).unwrap().iter().map(|w| w.key()).collect();
+        assert_eq!(ws, ["1", "0.75", "0.5", "0.35"]);
+        let (config, model) = setup(|_| {});
+        assert_eq!(widths_for_step(&config, &model, 7).unwrap(), widths_for_step(&config, &model, 7).unwrap());
+        assert_ne!(widths_for_step(&config, &model, 7).unwrap(), widths_for_step(&config, &model, 8).unwrap());
+    }
 }
