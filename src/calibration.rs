@@ -120,10 +120,7 @@ impl CalibratedModel {
     ///
     /// [`Error::NotCalibrated`] when `source` has no statistics; bad widths.
     pub fn share_statistics(&mut self, source: &WidthSpec, targets: &[WidthSpec]) -> Result<()> {
-        let from = self.stats(source).cloned().ok_or_else(|| Error::NotCalibrated {
-            width: source.to_string(),
-            stored: self.stats.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+        let from = self.stats(source).cloned().ok_or_else(|| Error::NotCalibrated { width: source.to_string(), stored: self.stored_names() })?;
         for spec in targets {
             let channels = self.model.bn_channels(spec)?;
             let layers = from
@@ -157,19 +154,10 @@ impl CalibratedModel {
         F: FnOnce() -> Result<Vec<Tensor<4>>>,
     {
         match source {
-            BnStatsSource::Calibrated => {
-                let missing = self.missing(specs);
-                if !missing.is_empty() {
-                    self.calibrate(batches()?, &missing)?;
-                }
-                Ok(missing)
-            }
+            BnStatsSource::Calibrated => self.calibrate_missing(specs, batches),
             BnStatsSource::SharedMax => {
                 let max = WidthSpec::Uniform(self.model.width_range().max());
-                let missing = self.missing(std::slice::from_ref(&max));
-                if !missing.is_empty() {
-                    self.calibrate(batches()?, &missing)?;
-                }
+                let missing = self.calibrate_missing(std::slice::from_ref(&max), batches)?;
                 self.share_statistics(&max, specs)?;
                 Ok(missing)
             }
@@ -182,6 +170,40 @@ impl CalibratedModel {
                 Ok(Vec::new())
             }
         }
+    }
+
+    /// Calibrates, over `batches()`, the specs of `specs` that have no stored statistics
+    /// (BN post-statistics on demand, as eval and export do), and returns them. `batches` is
+    /// called only when some spec is missing, and at most once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCalibrationData`] naming the missing widths when `batches` fails (no
+    /// dataset to calibrate on); bad widths; calibration errors.
+    pub fn calibrate_missing<F>(&mut self, specs: &[WidthSpec], batches: F) -> Result<Vec<WidthSpec>>
+    where
+        F: FnOnce() -> Result<Vec<Tensor<4>>>,
+    {
+        for spec in specs {
+            self.model.stage_widths(spec)?;
+        }
+        let missing = self.missing(specs);
+        if missing.is_empty() {
+            return Ok(missing);
+        }
+        let batches = batches().map_err(|e| Error::NoCalibrationData {
+            widths: missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+            stored: self.stored_names(),
+            reason: e.to_string(),
+        })?;
+        self.calibrate(batches, &missing)?;
+        Ok(missing)
+    }
+
+    /// The stored specs' keys, comma-separated, or `none`.
+    fn stored_names(&self) -> String {
+        let keys: Vec<&str> = self.stats.keys().map(String::as_str).collect();
+        if keys.is_empty() { "none".into() } else { keys.join(", ") }
     }
 
     /// The statistics of `spec`, if calibrated.
@@ -206,13 +228,7 @@ impl CalibratedModel {
     }
 
     fn stats_or_error(&self, spec: &WidthSpec) -> Result<&BnStatistics> {
-        self.stats(spec).ok_or_else(|| Error::NotCalibrated {
-            width: spec.to_string(),
-            stored: {
-                let keys: Vec<&str> = self.stats.keys().map(String::as_str).collect();
-                if keys.is_empty() { "none".into() } else { keys.join(", ") }
-            },
-        })
+        self.stats(spec).ok_or_else(|| Error::NotCalibrated { width: spec.to_string(), stored: self.stored_names() })
     }
 
     /// Eval-mode logits at `spec`, normalised with its stored statistics.

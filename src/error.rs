@@ -49,6 +49,22 @@ pub enum Error {
     )]
     NotCalibrated { width: String, stored: String },
 
+    /// Widths without stored BN statistics, and no data to calibrate them on.
+    #[error(
+        "no BN statistics stored for width(s) {widths} and no data to calibrate them on ({reason}); \
+         calibrate them where the dataset is (`usnet calibrate --checkpoint DIR --widths {widths}`), \
+         set the config's data_dir, or use a stored width ({stored})"
+    )]
+    NoCalibrationData { widths: String, stored: String, reason: String },
+
+    /// An output file that exists, refused without `force`.
+    #[error("{path} already exists; pass --force to replace it")]
+    OutputExists { path: PathBuf },
+
+    /// An export path whose extension names no format.
+    #[error("{path}: unknown export format; name the output *.onnx or *.safetensors")]
+    ExportFormat { path: PathBuf },
+
     /// `--resume` with a schedule or optimizer setting that differs from the run's.
     #[error(
         "resuming with a changed schedule ({changes}) would make the learning rate jump mid-run; \
