@@ -8,6 +8,7 @@
 //! - [`train`]: the sandwich rule, inplace distillation and PyTorch-style SGD;
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`fixed`]: one width cut out as a plain network, for export and fast inference;
+//! - [`interop`]: official PyTorch checkpoints in, one width out as ONNX or safetensors;
 //! - [`profile`]: MACs and parameters per width.
 
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod eval;
 pub mod fixed;
 pub mod init;
+pub mod interop;
 pub mod kernels;
 pub mod layers;
 pub mod model;

@@ -70,6 +70,30 @@ impl DatasetKind {
         }
     }
 
+    /// The side of the square images the model sees at evaluation (after the eval
+    /// transform): 28 for the digit sets, 32 for CIFAR, 224 for image folders.
+    pub fn input_size(self) -> usize {
+        match self {
+            Self::Mnist | Self::FashionMnist => 28,
+            Self::Cifar10 | Self::Cifar100 => 32,
+            Self::ImageFolder => 224,
+        }
+    }
+
+    /// The class names in label order, where the format fixes them (an image folder's come
+    /// from its directories, CIFAR-100's are not listed here).
+    pub fn class_names(self) -> Option<Vec<String>> {
+        let names: &[&str] = match self {
+            Self::Mnist => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            Self::FashionMnist => {
+                &["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+            }
+            Self::Cifar10 => &["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+            Self::Cifar100 | Self::ImageFolder => return None,
+        };
+        Some(names.iter().map(|n| n.to_string()).collect())
+    }
+
     pub fn normalize(self) -> Normalize {
         match self {
             Self::Mnist => Normalize::mnist(),
