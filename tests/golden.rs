@@ -1,8 +1,9 @@
 //! Golden test vectors from an independent float64 PyTorch reference (`tests/golden/README.md`).
 //!
-//! Runs every `*.json` in `tests/golden/`, or in `$USNET_GOLDEN_DIR` when it is set, and
-//! prints each file's name with `ok` or its first mismatches. Any file in the
-//! `usnet-golden/1` format works: nothing here assumes the shipped models, shapes or widths.
+//! Runs every `*.json` in `tests/golden/` and its `import/`, or in `$USNET_GOLDEN_DIR` (and
+//! its `import/`) when it is set, and prints each file's name with `ok` or its first
+//! mismatches. Any file in the `usnet-golden/1` or `usnet-import/1` format works: nothing here
+//! assumes the shipped models, shapes or widths.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ use serde_json::Value;
 use usnet::init::{counter_input, counter_labels};
 use usnet::layers::BnMode;
 use usnet::train::{train_step, Sgd, SgdConfig, StepOptions};
-use usnet::{calibrate, Arch, Init, ModelConfig, UsNet, WidthSpec};
+use usnet::interop::pytorch::import_pytorch;
+use usnet::{calibrate, Arch, CalibratedModel, Init, ModelConfig, UsNet, WidthSpec};
 
 /// One number that missed its tolerance.
 struct Mismatch {
@@ -111,12 +113,7 @@ fn model_config(m: &Value) -> Result<ModelConfig, String> {
     let arch: Arch = m["arch"].as_str().ok_or("model.arch missing")?.parse().map_err(|e: usnet::Error| e.to_string())?;
     let usize_of = |k: &str| num(&m[k]).map(|v| v as usize).map_err(|e| format!("model.{k}: {e}"));
     let range = m["width_range"].as_array().ok_or("model.width_range missing")?;
-    let block_setting = m["block_setting"]
-        .as_array()
-        .ok_or("model.block_setting missing")?
-        .iter()
-        .map(|row| row.as_array().ok_or("block row is not a list".to_string())?.iter().map(|x| num(x).map(|x| x as usize)).collect())
-        .collect::<Result<Vec<Vec<usize>>, String>>()?;
+    let block_setting = block_rows(&m["block_setting"])?;
     Ok(ModelConfig {
         arch,
         num_classes: usize_of("num_classes")?,
@@ -164,7 +161,72 @@ fn check_params(report: &mut Report, section: &str, model: &UsNet, stored: &Valu
 fn run_file(path: &Path, device: &Device) -> Result<Report, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let doc: Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    if doc["format"] == "usnet-import/1" {
+        return run_import(&doc, path.parent().unwrap_or(Path::new(".")), device);
+    }
     run_doc(&doc, device)
+}
+
+fn block_rows(v: &Value) -> Result<Vec<Vec<usize>>, String> {
+    v.as_array()
+        .ok_or("model.block_setting missing")?
+        .iter()
+        .map(|row| row.as_array().ok_or("block row is not a list".to_string())?.iter().map(|x| num(x).map(|x| x as usize)).collect())
+        .collect()
+}
+
+/// An `usnet-import/1` file: the official checkpoint beside it, imported, then evaluated at
+/// each stored width with the imported statistics.
+fn run_import(doc: &Value, dir: &Path, device: &Device) -> Result<Report, String> {
+    let m = &doc["model"];
+    let arch: Arch = m["arch"].as_str().ok_or("model.arch missing")?.parse().map_err(|e: usnet::Error| e.to_string())?;
+    let usize_of = |k: &str| num(&m[k]).map(|v| v as usize).map_err(|e| format!("model.{k}: {e}"));
+    let list: Vec<f64> = m["width_mult_list"].as_array().ok_or("model.width_mult_list missing")?.iter().map(num).collect::<Result<_, _>>()?;
+    if list.is_empty() {
+        return Err("model.width_mult_list is empty".into());
+    }
+    // The official defaults, for what the file leaves null.
+    let official = ModelConfig::imagenet(arch, usize_of("num_classes")?);
+    let lo = list.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = list.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let config = ModelConfig {
+        arch,
+        num_classes: official.num_classes,
+        input_channels: usize_of("input_channels")?,
+        divisor: usize_of("divisor")?,
+        width_range: [lo, hi],
+        block_setting: match &m["block_setting"] {
+            Value::Null => official.block_setting.clone(),
+            v => block_rows(v)?,
+        },
+        stem_channels: match m.get("stem_channels") {
+            None | Some(Value::Null) => official.stem_channels,
+            Some(v) => num(v)? as usize,
+        },
+        stem_stride: usize_of("stem_stride")?,
+        last_channels: match &m["last_channels"] {
+            Value::Null => official.last_channels,
+            v => Some(num(v)? as usize),
+        },
+        switchable_bn: None,
+    };
+    let file = doc["checkpoint"].as_str().ok_or("checkpoint (the .pth file's name) missing")?;
+    let imported = import_pytorch(&dir.join(file), &config, &list, device).map_err(|e| e.to_string())?;
+    let seed = num(&doc["seed"])? as u64;
+    let x = input(&doc["input"], seed, device)?;
+    let cal = CalibratedModel::with_stats(imported.model, imported.bn_stats);
+    let cases = doc["cases"].as_array().ok_or("cases missing")?;
+    if cases.is_empty() {
+        return Err("cases is empty, so the file checks nothing".into());
+    }
+    let mut report = Report::default();
+    for case in cases {
+        let spec = width_spec(&case["width"])?;
+        let logits = cal.forward(x.clone(), &spec).map_err(|e| format!("width {spec}: {e}"))?;
+        let (got, shape) = values(logits);
+        report.tensor("import", &format!("logits@{spec}"), &case["logits"], &got, &shape)?;
+    }
+    Ok(report)
 }
 
 /// Documents the harness must refuse, each with the words its error must contain: a harness
@@ -305,21 +367,37 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect(),
+    let json_in = |d: &Path| -> std::io::Result<Vec<PathBuf>> {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(d)?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect();
+        files.sort();
+        Ok(files)
+    };
+    let mut files: Vec<PathBuf> = match json_in(&dir) {
+        Ok(f) => f,
         Err(e) => {
             eprintln!("golden: cannot read {}: {e}", dir.display());
             return ExitCode::FAILURE;
         }
     };
-    files.sort();
+    // Import fixtures (`usnet-import/1`, each beside its .pth) live in import/.
+    let import_dir = dir.join("import");
+    if import_dir.is_dir() {
+        match json_in(&import_dir) {
+            Ok(f) => files.extend(f),
+            Err(e) => {
+                eprintln!("golden: cannot read {}: {e}", import_dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if files.is_empty() {
         eprintln!("golden: no *.json files in {}", dir.display());
         return ExitCode::FAILURE;
     }
     let (mut passed, mut failed) = (0, 0);
     for path in &files {
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.strip_prefix(&dir).map_or_else(|_| path.display().to_string(), |n| n.display().to_string());
         let start = std::time::Instant::now();
         match run_file(path, &device) {
             Ok(r) if r.mismatches.is_empty() => {
