@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod calibrate;
 mod eval;
+mod export;
+mod import;
 mod profile;
 mod progress;
 mod train;
@@ -20,6 +22,7 @@ mod train;
 ///   usnet train --output runs/fmnist          # Fashion-MNIST default, no flags needed
 ///   usnet calibrate --checkpoint runs/fmnist  # BN statistics for the width grid
 ///   usnet eval --checkpoint runs/fmnist --widths 0.35:1.0:0.05 --json runs/fmnist/eval.json
+///   usnet export --checkpoint runs/fmnist --width 0.5 --output fmnist-0.5.onnx
 #[derive(Debug, Parser)]
 #[command(name = "usnet", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
@@ -37,6 +40,14 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Time training, calibration and inference against PyTorch, in the same run.
     Bench(bench::BenchArgs),
+    /// Read a checkpoint of the official PyTorch US-Nets into a usnet run directory.
+    ///
+    /// Example: usnet import --pytorch us_mobilenet_v2.pth --config configs/imagenet_us_mobilenet_v2.toml --output runs/official-v2
+    Import(import::ImportArgs),
+    /// Write one width (uniform or per stage) as a plain network: ONNX or safetensors.
+    ///
+    /// Example: usnet export --checkpoint runs/fmnist --width 0.5 --output fmnist-0.5.onnx
+    Export(export::ExportArgs),
     /// Print MACs and parameters of a model at each width.
     ///
     /// Counts multiply-accumulates of every conv and linear layer that runs at the width
@@ -96,5 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
