@@ -58,8 +58,8 @@ fn to_model(net: &FixedNet, input_hw: [usize; 2], metadata: &[(String, String)])
     let lin = &net.classifier;
     g.float(&format!("{}.weight", lin.name), &[lin.c_out as i64, lin.c_in as i64], &lin.weight);
     g.float(&format!("{}.bias", lin.name), &[lin.c_out as i64], &lin.bias);
-    let gemm_inputs = [flat.as_str(), &format!("{}.weight", lin.name), &format!("{}.bias", lin.name)];
-    g.node_to("Gemm", &lin.name, &gemm_inputs, vec![int("transB", 1)], OUTPUT);
+    let (weight, bias) = (format!("{}.weight", lin.name), format!("{}.bias", lin.name));
+    g.node_to("Gemm", &lin.name, &[&flat, &weight, &bias], vec![int("transB", 1)], OUTPUT);
     let [h, w] = input_hw;
     let input = value_info(INPUT, vec![batch(), fixed(net.input_channels), fixed(h), fixed(w)]);
     let output = value_info(OUTPUT, vec![batch(), fixed(net.num_classes())]);
