@@ -31,6 +31,7 @@ pub mod ops;
 pub mod plot;
 pub mod profile;
 pub mod run_lock;
+pub mod search;
 pub mod train;
 pub mod width;
 

@@ -452,3 +452,102 @@ fn snet_and_nonuniform_training_run_end_to_end() {
     let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0,0.5/0.35/0.5/0.75/1.0"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn search_rejects_bad_input_clearly() {
+    for (args, needles) in [
+        (vec!["--budget", "flops=1M"], vec!["invalid budget", "macs=150M"]),
+        (vec!["--budget", "macs=-3"], vec!["invalid budget", "positive"]),
+        (vec!["--budget", "latency=5"], vec!["invalid budget", "no unit"]),
+        (vec!["--budget", "macs=1M", "--time-limit", "soon"], vec!["not a duration"]),
+        (vec!["--budget", "macs=1M", "--strategy", "random"], vec!["random"]),
+    ] {
+        let mut all = vec!["search", "--checkpoint", "/nonexistent/run"];
+        all.extend(args);
+        assert_clean_failure(&usnet(&all), &needles);
+    }
+    assert_clean_failure(&usnet(&["search", "--checkpoint", "/nonexistent/run", "--budget", "macs=1M"]), &["/nonexistent/run"]);
+}
+
+/// A search's JSON report.
+fn search_json(run: &str, json: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["search", "--checkpoint", run, "--json", json.to_str().unwrap()];
+    all.extend(args);
+    let o = usnet(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "heavy: trains on a Fashion-MNIST subset"]
+fn search_end_to_end_on_a_tiny_run() {
+    let dir = temp_dir("search");
+    let cfg = small_config(&dir, "");
+    let cfg_path = dir.join("nonuniform.toml");
+    std::fs::write(&cfg_path, std::fs::read_to_string(&cfg).unwrap().replace("nonuniform = false", "nonuniform = true")).unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let o = usnet(&["train", "--config", cfg_path.to_str().unwrap(), "--max-steps", "3", "--output", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The ends of the cost range, from a budget every network meets.
+    let probe = search_json(run_s, &dir.join("probe.json"), &["--budget", "macs=1000G", "--step", "0.1"]);
+    let (lo, hi) = (probe["cheapest"]["cost"].as_f64().unwrap(), probe["largest"]["cost"].as_f64().unwrap());
+    assert!(0.0 < lo && lo < hi, "{probe}");
+    assert_eq!(probe["strategies"][0]["best"]["spec"], "1");
+
+    // Every strategy, a budget halfway: nothing over it, the front tested once, at the end.
+    let budget = format!("macs={}", ((lo + hi) / 2.0) as u64);
+    let plot = dir.join("search.png");
+    let report = search_json(
+        run_s,
+        &dir.join("search.json"),
+        &["--budget", &budget, "--step", "0.1", "--strategy", "uniform,greedy,evolution", "--population", "4", "--generations", "2", "--plot", plot.to_str().unwrap()],
+    );
+    assert!(plot.exists());
+    assert_eq!(report["validation_images"], 200);
+    let limit = report["budget_limit"].as_f64().unwrap();
+    let strategies = report["strategies"].as_array().unwrap();
+    assert_eq!(strategies.len(), 3);
+    for s in strategies {
+        let best = &s["best"];
+        assert!(best["cost"].as_f64().unwrap() <= limit, "{s}");
+        assert_eq!(best["cost"], best["macs"].as_u64().unwrap() as f64);
+        assert!(best["test_top1"].is_number() && best["validation_top1"].is_number(), "{s}");
+        for row in s["front"].as_array().unwrap() {
+            assert!(row["cost"].as_f64().unwrap() <= limit && row["test_top1"].is_number());
+        }
+    }
+    // The chosen spec is accepted as it is by eval and calibrate.
+    let spec = strategies[1]["best"]["spec"].as_str().unwrap();
+    assert!(spec.contains('/'), "greedy on a per-stage grid: {spec}");
+    let o = usnet(&["eval", "--checkpoint", run_s, "--widths", spec, "--split", "validation", "--plot", dir.join("e.png").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(spec), "{}", stdout(&o));
+    let o = usnet(&["calibrate", "--checkpoint", run_s, "--widths", spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Too small a budget names the cheapest network's cost.
+    let o = usnet(&["search", "--checkpoint", run_s, "--budget", "macs=1K"]);
+    assert_clean_failure(&o, &["no candidate meets the budget", "0.35", "M MACs"]);
+
+    // Latency: the table is measured once, then reused.
+    let first = search_json(run_s, &dir.join("lat1.json"), &["--budget", "latency=10s", "--step", "0.5", "--threads", "1"]);
+    assert!(run.join("latency_table.json").exists());
+    assert!(first["latency"]["measured_now"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["latency"]["mean_abs_error_pct"].is_number());
+    let again = search_json(run_s, &dir.join("lat2.json"), &["--budget", "latency=10s", "--step", "0.5", "--threads", "1"]);
+    assert_eq!(again["latency"]["measured_now"], 0, "{again}");
+    // Another thread count measures again.
+    let other = search_json(run_s, &dir.join("lat3.json"), &["--budget", "latency=10s", "--step", "0.5", "--threads", "2"]);
+    assert!(other["latency"]["measured_now"].as_u64().unwrap() > 0, "{other}");
+
+    // A run without a validation split is refused: search never scores on the test set.
+    let cfg0 = dir.join("noval.toml");
+    std::fs::write(&cfg0, std::fs::read_to_string(&cfg_path).unwrap().replace("validation_size = 200", "validation_size = 0")).unwrap();
+    let run0 = dir.join("noval");
+    let o = usnet(&["train", "--config", cfg0.to_str().unwrap(), "--max-steps", "1", "--output", run0.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(&usnet(&["search", "--checkpoint", run0.to_str().unwrap(), "--budget", "macs=1G"]), &["validation_size", "noval"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@ mod calibrate;
 mod eval;
 mod profile;
 mod progress;
+mod search;
 mod train;
 
 /// Universally Slimmable Networks: train once, run at any width.
@@ -45,6 +46,13 @@ pub enum Command {
     ///
     /// Example: usnet profile --arch us_mobilenet_v2 --input-size 224 --widths 1.0,0.75,0.5,0.35
     Profile(profile::ProfileArgs),
+    /// Choose the most accurate width (uniform or per stage) under a budget of MACs or latency.
+    ///
+    /// Scores candidates on the run's validation split, each calibrated for its width, and
+    /// the Pareto front's networks once on the test set at the end.
+    ///
+    /// Example: usnet search --checkpoint runs/default --budget macs=2M --per-stage
+    Search(search::SearchArgs),
 }
 
 /// The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
@@ -96,5 +104,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Search(args) => search::run(args),
     }
 }
