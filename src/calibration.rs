@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Tensor;
 
+use crate::collective::{Collective, SingleProcess};
 use crate::error::{Error, Result};
 use crate::fixed::FixedNet;
 use crate::layers::{BnAccumulator, BnMode, BnStatistics, RunningStats};
@@ -24,6 +25,20 @@ pub fn calibrate<I>(model: &UsNet, batches: I, specs: &[WidthSpec]) -> Result<Ve
 where
     I: IntoIterator<Item = Tensor<4>>,
 {
+    calibrate_with(model, batches, specs, &mut SingleProcess)
+}
+
+/// [`calibrate`] as one process of a data-parallel job: each process accumulates over its own
+/// `batches`, then the cumulative sums are all-reduced, so every process gets the statistics
+/// one process would compute over all the job's batches. A process may have no batch.
+///
+/// # Errors
+///
+/// A bad width or input shape, or no batch in the whole job.
+pub fn calibrate_with<I>(model: &UsNet, batches: I, specs: &[WidthSpec], collective: &mut dyn Collective) -> Result<Vec<BnStatistics>>
+where
+    I: IntoIterator<Item = Tensor<4>>,
+{
     let mut accs: Vec<BnAccumulator> = specs.iter().map(|_| BnAccumulator::new(model.num_bn())).collect();
     for spec in specs {
         model.stage_widths(spec)?;
@@ -31,6 +46,12 @@ where
     for batch in batches {
         for (spec, acc) in specs.iter().zip(accs.iter_mut()) {
             model.forward(batch.clone(), spec, &mut BnMode::Calibrate(acc))?;
+        }
+    }
+    if collective.size() > 1 {
+        let device = model.stem.conv.weight.device();
+        for (spec, acc) in specs.iter().zip(accs.iter_mut()) {
+            acc.all_reduce(&model.bn_channels(spec)?, collective, &device);
         }
     }
     accs.into_iter()

@@ -15,6 +15,7 @@ pub mod atomic_file;
 pub mod bench;
 pub mod calibration;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod dataset;
@@ -35,7 +36,7 @@ pub mod search;
 pub mod train;
 pub mod width;
 
-pub use calibration::{calibrate, BnStatsSource, CalibratedModel};
+pub use calibration::{calibrate, calibrate_with, BnStatsSource, CalibratedModel};
 pub use error::{Error, Result};
 pub use fixed::{FixedConv, FixedLinear, FixedNet};
 pub use init::{Init, ParamKind};
