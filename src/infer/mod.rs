@@ -214,9 +214,13 @@ impl InferencePlan {
                 self.return_workspace(ws);
             });
         } else {
-            let mut ws = self.take_workspace();
-            self.run(&mut ws, input, n, h, w, threads > 1, &mut logits);
-            self.return_workspace(ws);
+            // The whole run on a worker of the pool: each layer's parallel loop is then a join
+            // among workers, not a hand-off from an outside thread that sleeps until it ends.
+            rayon::scope(|_| {
+                let mut ws = self.take_workspace();
+                self.run(&mut ws, input, n, h, w, threads > 1, &mut logits);
+                self.return_workspace(ws);
+            });
         }
         Ok(logits)
     }
@@ -350,17 +354,27 @@ fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
 fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 2], col: &mut [f32], parallel: bool) {
     let (k, s, pad) = (layer.kernel, layer.stride, layer.pad);
     let row_len = k * k * c;
+    // For one `ky`, the taps `kx = 0..k` read `k * c` consecutive input values.
+    let run = k * c;
     let fill = |r: usize, dst: &mut [f32]| {
         let (b, oy) = (r / oh, r % oh);
         for (ox, out) in dst.chunks_exact_mut(row_len).enumerate() {
+            let ix0 = (ox * s) as isize - pad as isize;
             for ky in 0..k {
-                for kx in 0..k {
-                    let (iy, ix) = ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
-                    let tap = &mut out[(ky * k + kx) * c..][..c];
-                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                        tap.fill(0.0);
-                    } else {
-                        tap.copy_from_slice(&x[((b * h + iy as usize) * w + ix as usize) * c..][..c]);
+                let iy = (oy * s + ky) as isize - pad as isize;
+                let taps = &mut out[ky * run..][..run];
+                if iy < 0 || iy >= h as isize {
+                    taps.fill(0.0);
+                } else if ix0 >= 0 && ix0 as usize + k <= w {
+                    copy_run(taps, &x[((b * h + iy as usize) * w + ix0 as usize) * c..][..run]);
+                } else {
+                    for (kx, tap) in taps.chunks_exact_mut(c).enumerate() {
+                        let ix = ix0 + kx as isize;
+                        if ix < 0 || ix >= w as isize {
+                            tap.fill(0.0);
+                        } else {
+                            tap.copy_from_slice(&x[((b * h + iy as usize) * w + ix as usize) * c..][..c]);
+                        }
                     }
                 }
             }
@@ -371,6 +385,17 @@ fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 
         col.par_chunks_mut(ow * row_len).enumerate().for_each(|(r, dst)| fill(r, dst));
     } else {
         col.chunks_mut(ow * row_len).enumerate().for_each(|(r, dst)| fill(r, dst));
+    }
+}
+
+/// `dst = src`, as register moves for the 3x3-tap, 3-channel rows of an image stem (a
+/// `memcpy` call per row would cost more than the copy).
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    if dst.len() == 9 && src.len() == 9 {
+        let (d, s): (&mut [f32; 9], &[f32; 9]) = (dst.try_into().expect("9 values"), src.try_into().expect("9 values"));
+        *d = *s;
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 
