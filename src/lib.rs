@@ -8,6 +8,7 @@
 //! - [`train`]: the sandwich rule, inplace distillation and PyTorch-style SGD;
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`fixed`]: one width cut out as a plain network, for export and fast inference;
+//! - [`infer`]: the CPU inference engine that runs a fixed width (folded, packed, NHWC);
 //! - [`profile`]: MACs and parameters per width.
 
 
@@ -23,6 +24,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod fixed;
+pub mod infer;
 pub mod init;
 pub mod kernels;
 pub mod layers;
@@ -39,6 +41,7 @@ pub mod width;
 pub use calibration::{calibrate, calibrate_with, BnStatsSource, CalibratedModel};
 pub use error::{Error, Result};
 pub use fixed::{FixedConv, FixedLinear, FixedNet};
+pub use infer::InferencePlan;
 pub use init::{Init, ParamKind};
 pub use model::{Arch, ModelConfig, UsNet};
 pub use width::{make_divisible, slim_channels, Width, WidthRange, WidthSpec};

@@ -36,7 +36,7 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Evaluate checkpoints across widths: table, JSON and a top-1 vs MACs plot.
     Eval(eval::EvalArgs),
-    /// Time training, calibration and inference against PyTorch, in the same run.
+    /// Time training, calibration and inference against PyTorch and ONNX Runtime, interleaved.
     Bench(bench::BenchArgs),
     /// Print MACs and parameters of a model at each width.
     ///

@@ -287,16 +287,20 @@ fn calibrated_eval_uses_each_widths_own_statistics() {
     assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-6));
     let mut cal = CalibratedModel::new(model.clone());
     cal.calibrate(batches.clone(), &specs).unwrap();
-    // Eval at each width normalises with that width's statistics.
+    // Eval at each width normalises with that width's statistics (on Flex through the
+    // inference plan, which folds BN into the convs: equal up to rounding).
     let x = random(&mut rng, [2, 3, 8, 8], &device).1;
+    let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+    let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0f32, f32::max);
     for (spec, own) in specs.iter().zip(&stats) {
-        let want = model.forward(x.clone(), spec, &mut BnMode::Eval(own)).unwrap().into_data();
-        assert_eq!(cal.forward(x.clone(), spec).unwrap().into_data(), want, "width {spec}");
+        let want = values(model.forward(x.clone(), spec, &mut BnMode::Eval(own)).unwrap());
+        let got = values(cal.forward(x.clone(), spec).unwrap());
+        assert!(max_diff(&got, &want) <= 1e-4, "width {spec}: {got:?} vs {want:?}");
     }
     // And those differ from another set of statistics of the same shape.
     let other = calibrate(&model, batches[..1].to_vec(), &specs[..1]).unwrap().remove(0);
-    let with_other = model.forward(x.clone(), &specs[0], &mut BnMode::Eval(&other)).unwrap().into_data();
-    assert_ne!(cal.forward(x, &specs[0]).unwrap().into_data(), with_other);
+    let with_other = values(model.forward(x.clone(), &specs[0], &mut BnMode::Eval(&other)).unwrap());
+    assert!(max_diff(&values(cal.forward(x, &specs[0]).unwrap()), &with_other) > 1e-3);
 }
 
 #[test]
