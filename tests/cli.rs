@@ -103,6 +103,10 @@ fn bad_configs_and_checkpoints_fail_clearly() {
     std::fs::write(&cfg, base.replace("warmup_epochs = 0.1", "warmup_epochs = inf")).unwrap();
     assert_clean_failure(&usnet(&["train", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap()]), &["warmup_epochs", "typo.toml"]);
     assert!(!out.exists(), "a rejected run writes nothing");
+    let ghost_out = dir.join("ghost");
+    let ghost = |n: &str| usnet(&["train", "--batch-size", "4", "--ghost-batches", n, "--output", ghost_out.to_str().unwrap()]);
+    assert_clean_failure(&ghost("8"), &["batch_size 4", "8 ghost batch", "at least 8"]);
+    assert_clean_failure(&ghost("0"), &["--ghost-batches"]);
 
     let missing = dir.join("nowhere");
     assert_clean_failure(

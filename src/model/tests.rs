@@ -565,6 +565,7 @@ fn data_parallel_steps_average_the_gradients_of_their_shards() {
     let widths: Vec<WidthSpec> = ["1.0", "0.35", "0.6"].iter().map(|w| w.parse().unwrap()).collect();
     let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 1.0 };
     let plain = || Sgd::new(SgdConfig { momentum: 0.0, nesterov: false, weight_decay: 0.0 });
+    let fresh_stats = model.new_running_stats();
     let shard = |r: std::ops::Range<usize>| {
         let per = 3 * 8 * 8;
         let data = TensorData::new(values[r.start * per..r.end * per].to_vec(), [r.len(), 3, 8, 8]);
@@ -606,13 +607,13 @@ fn data_parallel_steps_average_the_gradients_of_their_shards() {
     let (x1, l1) = shard(2..5);
     let mut m1 = model.clone();
     let mut p1 = Parallel { collective: &mut rank1, ghost_batches: 1, stop: true };
-    train_step_parallel(&mut m1, &mut plain(), x1, &l1, &widths, options, 1, &mut m1.new_running_stats(), &mut p1).unwrap();
+    train_step_parallel(&mut m1, &mut plain(), x1, &l1, &widths, options, 1, &mut fresh_stats.clone(), &mut p1).unwrap();
     let mut rank0 = Simulated { rank: 0, size: 2, peers: VecDeque::from(rank1.sent.clone()), ..Default::default() };
     assert_eq!(rank0.size(), 2);
     let (x0, l0) = shard(0..2);
     let mut m0 = model.clone();
     let mut p0 = Parallel { collective: &mut rank0, ghost_batches: 1, stop: false };
-    let out = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 1, &mut m0.new_running_stats(), &mut p0).unwrap();
+    let out = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 1, &mut fresh_stats.clone(), &mut p0).unwrap();
     assert_eq!(rank0.sent.len(), 1, "one all-reduce per step");
     assert_eq!((out.samples, out.stop), (5, true), "the global batch, and rank 1's stop reaches rank 0");
     close(&m0, "rank 0 of 2");
@@ -622,13 +623,13 @@ fn data_parallel_steps_average_the_gradients_of_their_shards() {
     let nan = Tensor::<4>::full([3, 3, 8, 8], f32::NAN, &device);
     let mut m1 = model.clone();
     let mut p1 = Parallel { collective: &mut rank1, ghost_batches: 1, stop: false };
-    let _ = train_step_parallel(&mut m1, &mut plain(), nan, &l1, &widths, options, 4, &mut m1.new_running_stats(), &mut p1);
+    let _ = train_step_parallel(&mut m1, &mut plain(), nan, &l1, &widths, options, 4, &mut fresh_stats.clone(), &mut p1);
     let mut rank0 = Simulated { rank: 0, size: 2, peers: VecDeque::from(rank1.sent), ..Default::default() };
     let (x0, l0) = shard(0..2);
     let mut m0 = model.clone();
     let before = param_values(&m0);
     let mut p0 = Parallel { collective: &mut rank0, ghost_batches: 1, stop: false };
-    let err = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 4, &mut m0.new_running_stats(), &mut p0).unwrap_err();
+    let err = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 4, &mut fresh_stats.clone(), &mut p0).unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { step: 4, .. }), "{err}");
     assert_eq!(param_values(&m0), before, "no update after a non-finite loss anywhere");
 }
