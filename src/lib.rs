@@ -8,12 +8,14 @@
 //! - [`train`]: the sandwich rule, inplace distillation and PyTorch-style SGD;
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`fixed`]: one width cut out as a plain network, for export and fast inference;
-//! - [`profile`]: MACs and parameters per width.
+//! - [`profile`]: MACs and parameters per width;
+//! - [`plot`], [`charts`]: PNG/SVG charts of eval results and training curves.
 
 
 pub mod atomic_file;
 pub mod bench;
 pub mod calibration;
+pub mod charts;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
