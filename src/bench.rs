@@ -43,10 +43,16 @@ pub fn v2_small() -> ModelConfig {
     }
 }
 
-fn random_input(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> Tensor<4> {
+/// A random input batch, uniform in [-2, 2): its values and the tensor (the benches and the
+/// model tests draw inputs the same way).
+pub(crate) fn random_values(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> (Vec<f32>, Tensor<4>) {
     let n = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    (values.clone(), Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+fn random_input(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    random_values(rng, shape, device).1
 }
 
 fn timed(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
@@ -174,13 +180,9 @@ pub fn run(name: &str, warmup: usize, repeats: usize, device: &Device) -> Result
     timed(warmup, repeats, || workload.call())
 }
 
-/// `n` widths evenly spaced over `range`, as `numpy.linspace`.
+/// `n` widths evenly spaced over `range`, as `numpy.linspace` ([`WidthRange::grid`]).
 fn grid(range: &WidthRange, n: usize) -> Vec<WidthSpec> {
-    let (lo, hi) = (range.min().get(), range.max().get());
-    (0..n)
-        .map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64)
-        .map(|w| WidthSpec::Uniform(Width::new(w).unwrap_or(Width::MAX)))
-        .collect()
+    range.grid(n).into_iter().map(WidthSpec::Uniform).collect()
 }
 
 /// The median and quartiles of some samples (quartiles interpolated linearly between order

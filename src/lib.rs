@@ -9,12 +9,14 @@
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`fixed`]: one width cut out as a plain network, for export and fast inference;
 //! - [`infer`]: the CPU inference engine that runs a fixed width (folded, packed, NHWC);
-//! - [`profile`]: MACs and parameters per width.
+//! - [`profile`]: MACs and parameters per width;
+//! - [`plot`], [`charts`]: PNG/SVG charts of eval results and training curves.
 
 
 pub mod atomic_file;
 pub mod bench;
 pub mod calibration;
+pub mod charts;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;

@@ -139,6 +139,81 @@ fn corrupt_idx_file_is_named() {
     assert_clean_failure(&o, &["train-images-idx3-ubyte"]);
 }
 
+/// A run directory's logs as `usnet train` writes them: `epochs` epochs of `steps` steps,
+/// validation at widths 1 and 0.35 after each epoch.
+fn fake_run(dir: &Path, epochs: u64, steps: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (mut metrics, mut validation) = (String::new(), String::new());
+    for s in 1..=epochs * steps {
+        let loss = 2.3 / (1.0 + s as f64 / 20.0);
+        metrics += &format!(
+            "{{\"step\":{s},\"total_steps\":{},\"epoch\":{},\"lr\":{},\"losses\":[[\"1.000\",{loss}],[\"0.350\",{}]],\"images_per_sec\":100.0,\"elapsed\":1.0}}\n",
+            epochs * steps,
+            (s - 1) / steps,
+            0.1 * (1.0 - s as f64 / (epochs * steps) as f64),
+            loss * 1.1
+        );
+    }
+    for e in 1..=epochs {
+        for (w, top1) in [("1", 80.0 + e as f64), ("0.35", 75.0 + e as f64)] {
+            validation += &format!("{{\"step\":{},\"epoch\":{e},\"width\":\"{w}\",\"top1\":{top1},\"top5\":99.0,\"samples\":200}}\n", e * steps);
+        }
+    }
+    std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+    std::fs::write(dir.join("validation.jsonl"), validation).unwrap();
+}
+
+#[test]
+fn plot_accuracy_and_curves_draw_charts_and_name_bad_files() {
+    let dir = temp_dir("plot");
+    let (us, fixed) = (dir.join("us"), dir.join("fixed_05"));
+    fake_run(&us, 3, 40);
+    fake_run(&fixed, 3, 40);
+    let rows = |label: &str, pts: &[(f64, u64, f64, bool)]| {
+        let rows: Vec<serde_json::Value> = pts
+            .iter()
+            .map(|&(w, macs, top1, od)| serde_json::json!({"label": label, "width": w.to_string(), "macs": macs, "top1": top1, "calibrated_on_demand": od}))
+            .collect();
+        serde_json::to_string(&rows).unwrap()
+    };
+    std::fs::write(us.join("test.json"), rows("us", &[(1.0, 2_000_000, 91.0, false), (0.5, 600_000, 88.0, false), (0.42, 450_000, 87.0, true)])).unwrap();
+    std::fs::write(fixed.join("test.json"), rows("fixed_05", &[(0.5, 600_000, 88.5, false)])).unwrap();
+    let acc = dir.join("acc.png");
+    let (us_json, fixed_json) = (us.join("test.json"), fixed.join("test.json"));
+    let o = usnet(&["plot", "accuracy", "--output", acc.to_str().unwrap(), "--title", "Test top-1", us_json.to_str().unwrap(), &format!("{}=0.5x alone", fixed_json.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&acc).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), usnet::plot::size(1));
+    // Both curves' colours (the first two of the palette) are drawn.
+    for c in [[0x1f, 0x77, 0xb4], [0xff, 0x7f, 0x0e]] {
+        assert!(img.pixels().any(|p| p.0 == c), "colour {c:?} missing");
+    }
+    let svg = dir.join("acc.svg");
+    let o = usnet(&["plot", "accuracy", "-o", svg.to_str().unwrap(), us_json.to_str().unwrap(), &format!("{}=0.5x alone", fixed_json.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains(">\nus\n</text>") && text.contains("0.5x alone") && text.contains("hollow"), "{text}");
+
+    let curves = dir.join("curves.png");
+    let o = usnet(&["curves", "--output", curves.to_str().unwrap(), "--run", us.to_str().unwrap(), "--run", fixed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(&curves).unwrap().to_rgb8().dimensions(), usnet::plot::size(3));
+
+    // Bad input: a clear error naming the file, no panic, nothing written.
+    let out = dir.join("never.png");
+    let o = usnet(&["curves", "--output", out.to_str().unwrap(), "--run", dir.join("nowhere").to_str().unwrap()]);
+    assert_clean_failure(&o, &["nowhere", "run directory"]);
+    std::fs::write(dir.join("bad.json"), "{\"width\": 1}").unwrap();
+    let o = usnet(&["plot", "accuracy", "--output", out.to_str().unwrap(), dir.join("bad.json").to_str().unwrap()]);
+    assert_clean_failure(&o, &["bad.json", "usnet eval --json"]);
+    std::fs::write(us.join("metrics.jsonl"), "{\"step\": 1, \"lr\": \"high\"}\n").unwrap();
+    let o = usnet(&["curves", "--output", out.to_str().unwrap(), "--run", us.to_str().unwrap()]);
+    assert_clean_failure(&o, &["metrics.jsonl", "line 1"]);
+    let o = usnet(&["plot", "accuracy", "--output", dir.join("acc.gif").to_str().unwrap(), us_json.to_str().unwrap()]);
+    assert_clean_failure(&o, &["acc.gif", ".png or .svg"]);
+    assert!(!out.exists());
+}
+
 #[test]
 #[ignore = "heavy: trains on a Fashion-MNIST subset"]
 fn train_calibrate_eval_on_fashion_mnist() {
@@ -203,6 +278,17 @@ fn train_calibrate_eval_on_fashion_mnist() {
     let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
     assert!(colours.len() >= 3, "a plot of {} colour(s)", colours.len());
     assert_clean_failure(&usnet(&["eval", "--checkpoint", run_s, "--widths", "0.2"]), &["0.2", "range"]);
+
+    // The eval JSON and the run directory draw as charts (the interface of
+    // scripts/results_report.py), PNG or SVG by extension.
+    let acc = dir.join("acc.png");
+    let o = usnet(&["plot", "accuracy", "--output", acc.to_str().unwrap(), "--title", "t", &format!("{}=US-Net", json.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let curves = dir.join("curves.svg");
+    let o = usnet(&["curves", "--output", curves.to_str().unwrap(), "--run", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&curves).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("Training loss") && svg.contains("run"), "{}", &svg[..300.min(svg.len())]);
 
     // A run directory where the default plot cannot be written (root ignores permission
     // bits, so a directory stands in the plot's place): the results still come, with a note.

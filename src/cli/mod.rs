@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod calibrate;
 mod eval;
+mod plot;
 mod profile;
 mod progress;
 mod search;
@@ -21,6 +22,8 @@ mod train;
 ///   usnet train --output runs/fmnist          # Fashion-MNIST default, no flags needed
 ///   usnet calibrate --checkpoint runs/fmnist  # BN statistics for the width grid
 ///   usnet eval --checkpoint runs/fmnist --widths 0.35:1.0:0.05 --json runs/fmnist/eval.json
+///   usnet plot accuracy --output acc.png runs/fmnist/eval.json
+///   usnet curves --output curves.png --run runs/fmnist
 #[derive(Debug, Parser)]
 #[command(name = "usnet", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
@@ -36,6 +39,10 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Evaluate checkpoints across widths: table, JSON and a top-1 vs MACs plot.
     Eval(eval::EvalArgs),
+    /// Draw charts from eval JSON files (`plot accuracy`: top-1 vs MACs).
+    Plot(plot::PlotArgs),
+    /// Draw training curves of run directories: loss, learning rate, validation top-1.
+    Curves(plot::CurvesArgs),
     /// Time training, calibration and inference against PyTorch and ONNX Runtime, interleaved.
     Bench(bench::BenchArgs),
     /// Print MACs and parameters of a model at each width.
@@ -102,6 +109,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::Curves(args) => plot::curves(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Search(args) => search::run(args),

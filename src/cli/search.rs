@@ -9,7 +9,7 @@ use serde::Serialize;
 use usnet::checkpoint::resolve;
 use usnet::config::TrainingMode;
 use usnet::dataset::{first_batches, ExperimentData};
-use usnet::plot::{write_line_plot, Curve, PlotSpec};
+use usnet::plot::{write_figure, Curve, Figure, Panel};
 use usnet::profile::width_cost;
 use usnet::search::latency::{self, EngineTimer, LatencyCheck, LatencyCost, LatencyTable, TableContext};
 use usnet::search::{
@@ -384,6 +384,8 @@ fn write_plot(path: &Path, report: &Report) -> anyhow::Result<()> {
         CostKind::Latency => "ms per batch",
     };
     let title = format!("Search under {}: validation top-1 of each strategy's front", report.budget);
-    let spec = PlotSpec { title: &title, x_label, y_label: "validation top-1 (%)" };
-    write_line_plot(path, &spec, &curves).with_context(|| format!("writing the plot {}", path.display()))
+    let mut panel = Panel::new("", x_label, "validation top-1 (%)");
+    panel.curves = curves;
+    let figure = Figure { title, panels: vec![panel] };
+    write_figure(path, &figure).with_context(|| format!("writing the plot {}", path.display()))
 }

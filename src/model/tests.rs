@@ -16,11 +16,7 @@ fn device() -> Device {
     crate::device::device(None).expect("a backend")
 }
 
-fn random(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> (Vec<f32>, Tensor<4>) {
-    let n = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-    (v.clone(), Tensor::from_data(TensorData::new(v, shape), device))
-}
+use crate::bench::random_values as random;
 
 /// Naive dense/grouped conv with padding k/2, in f64.
 fn reference_conv(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], stride: usize, groups: usize) -> Vec<f64> {
