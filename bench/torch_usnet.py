@@ -7,6 +7,7 @@ the FIRST channels of its full weight (F.conv2d / F.batch_norm / F.linear on sli
   .venv/bin/python bench/torch_usnet.py --check                       # vs tests/golden/v2_small.json
   .venv/bin/python bench/torch_usnet.py --quick                       # all workloads, few repeats
   .venv/bin/python bench/torch_usnet.py --workloads sandwich --sandwich-batch 128,64 --threads 2
+  .venv/bin/python bench/torch_usnet.py --serve infer/b1/w1.0 --threads 2    # worker: `run` lines on stdin
 
 Benchmark mode prints ONE JSON object on stdout (progress goes to stderr): per workload the
 median seconds, all samples, and the torch version / thread count.
@@ -352,47 +353,78 @@ def timed(fn, warmup, repeats):
             "other_cpu_s": round(max(0.0, (m1 - m0) - (p1 - p0)), 2)}
 
 
-def bench(args):
-    results = {}
+def make_workload(name, args):
+    """(fn, meta) for one workload name: `sandwich/b<B>`, `calibrate` or `infer/b<B>/w<W>`."""
     gen = torch.Generator().manual_seed(args.seed)
     rng = random.Random(args.seed)
-    log = lambda m: print(m, file=sys.stderr, flush=True)
-    wl = args.workloads.split(",")
     small = PRESETS["v2_small"]
     lo, hi = small["width_range"]
-    if "sandwich" in wl:
-        for b in [int(v) for v in args.sandwich_batch.split(",")]:
-            torch.manual_seed(args.seed)
-            model = USNet(small)
-            opt = make_optimizer(model)
-            x = torch.randn(b, 3, 32, 32, generator=gen)
-            y = torch.randint(0, small["num_classes"], (b,), generator=gen)
-            log(f"sandwich b={b}")
-            widths = lambda: [hi, lo] + [rng.uniform(lo, hi) for _ in range(2)]  # n = 4
-            r = timed(lambda: sandwich_step(model, opt, x, y, widths()), args.warmup, args.repeats)
-            results[f"sandwich/b{b}"] = dict(model="v2_small", input=[b, 3, 32, 32], n_widths=4, **r)
-    if "calibrate" in wl:
+    parts = name.split("/")
+    if parts[0] == "sandwich" and len(parts) == 2:
+        b = int(parts[1][1:])
+        torch.manual_seed(args.seed)
+        model = USNet(small)
+        opt = make_optimizer(model)
+        x = torch.randn(b, 3, 32, 32, generator=gen)
+        y = torch.randint(0, small["num_classes"], (b,), generator=gen)
+        widths = lambda: [hi, lo] + [rng.uniform(lo, hi) for _ in range(2)]  # n = 4
+        return (lambda: sandwich_step(model, opt, x, y, widths()),
+                dict(model="v2_small", input=[b, 3, 32, 32], n_widths=4))
+    if parts == ["calibrate"]:
         model = USNet(small)
         widths = np.linspace(lo, hi, args.calib_widths).tolist()
         batches = [torch.randn(args.calib_batch, 3, 32, 32, generator=gen) for _ in range(args.calib_batches)]
-        log("calibrate")
-        r = timed(lambda: model.calibrate(widths, batches), args.warmup, args.repeats)
-        results["calibrate"] = dict(model="v2_small", widths=widths, batches=args.calib_batches,
-                                    input=[args.calib_batch, 3, 32, 32], **r)
+        return (lambda: model.calibrate(widths, batches),
+                dict(model="v2_small", widths=widths, batches=args.calib_batches, input=[args.calib_batch, 3, 32, 32]))
+    if parts[0] == "infer" and len(parts) == 3:
+        b, w = int(parts[1][1:]), float(parts[2][1:])
+        model = USNet(PRESETS["v2_official"]).eval()
+        for bn in model.bns():
+            bn.reset_stats(w)  # fresh stats (mean 0, var 1): eval cost does not depend on values
+        x = torch.randn(b, 3, 224, 224, generator=gen)
+
+        def run():
+            with torch.no_grad():
+                model(x, w)
+        return run, dict(model="v2_official", input=[b, 3, 224, 224], width=w)
+    raise SystemExit(f"unknown workload {name!r}; expected sandwich/bN, calibrate or infer/bN/wW")
+
+
+def serve(name, args, make=None):
+    """Worker mode for interleaved benchmarks: set `name` up, run `args.warmup` untimed calls,
+    print one JSON line {"ready": ..., meta}, then answer each stdin line: `run` times one call
+    and prints {"s": seconds}; `quit` or end of input exits. Used by `usnet bench`."""
+    fn, meta = (make or make_workload)(name, args)
+    for _ in range(args.warmup):
+        fn()
+    print(json.dumps({"ready": name, **meta}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "quit":
+            break
+        if cmd != "run":
+            print(json.dumps({"error": f"unknown command {cmd!r}"}), flush=True)
+            continue
+        t0 = time.perf_counter()
+        fn()
+        print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+
+
+def bench(args):
+    results = {}
+    log = lambda m: print(m, file=sys.stderr, flush=True)
+    wl = args.workloads.split(",")
+    names = []
+    if "sandwich" in wl:
+        names += [f"sandwich/b{b}" for b in args.sandwich_batch.split(",")]
+    if "calibrate" in wl:
+        names.append("calibrate")
     if "infer" in wl:
-        big = PRESETS["v2_official"]
-        model = USNet(big).eval()
-        widths = [float(v) for v in args.infer_widths.split(",")]
-        for w in widths:
-            for bn in model.bns():
-                bn.reset_stats(w)  # fresh stats (mean 0, var 1): eval cost does not depend on values
-        for b in [int(v) for v in args.infer_batch.split(",")]:
-            x = torch.randn(b, 3, 224, 224, generator=gen)
-            for w in widths:
-                log(f"infer b={b} w={w}")
-                with torch.no_grad():
-                    r = timed(lambda: model(x, w), args.warmup, args.repeats)
-                results[f"infer/b{b}/w{w}"] = dict(model="v2_official", input=[b, 3, 224, 224], width=w, **r)
+        names += [f"infer/b{b}/w{float(w)}" for b in args.infer_batch.split(",") for w in args.infer_widths.split(",")]
+    for name in names:
+        fn, meta = make_workload(name, args)
+        log(name)
+        results[name] = dict(meta, **timed(fn, args.warmup, args.repeats))
     return results
 
 
@@ -409,10 +441,15 @@ def main():
     p.add_argument("--sandwich-batch", default="128", help="comma list, e.g. 128,64")
     p.add_argument("--infer-batch", default="1,32")
     p.add_argument("--infer-widths", default="1.0,0.75,0.5,0.35")
+    p.add_argument("--serve", metavar="WORKLOAD", help="worker mode for `usnet bench` (see serve())")
     args = p.parse_args()
     if args.quick:
         args.warmup, args.repeats = 1, 3
     torch.set_num_threads(args.threads)
+
+    if args.serve:
+        serve(args.serve, args)
+        return
 
     if args.check:
         reports = [check_golden(f) for f in args.golden]

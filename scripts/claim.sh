@@ -70,23 +70,27 @@ make_config fixed_10_seed2 configs/fashion_mnist_fixed_10.toml -e 's/^random_see
 make_config fixed_035_seed2 configs/fashion_mnist_fixed_035.toml -e 's/^random_seed = .*/random_seed = 2/'
 make_config snet configs/fashion_mnist_snet_v2.toml
 
-universal="us us_no_distill us_seed2"
-others="fixed_10 fixed_035 fixed_05 fixed_075 snet fixed_10_seed2 fixed_035_seed2"
-# The most informative runs first.
-for name in us fixed_10 fixed_035 fixed_05 fixed_075 snet us_no_distill us_seed2 fixed_10_seed2 fixed_035_seed2; do
-  train "$name"
-done
-# US-Nets at every width of a 0.05 grid (0.75 among them); the others at their own widths.
-for name in $universal; do evaluate "$name" 0.35:1.0:0.05; done
-for name in $others; do evaluate "$name" grid; done
+universal=" us us_no_distill us_seed2 "
+# NAME: the widths it is scored at. US-Nets at every width of a 0.05 grid (0.75 among them);
+# the others at their own widths.
+widths_of() { case "$universal" in *" $1 "*) echo 0.35:1.0:0.05 ;; *) echo grid ;; esac; }
 
-echo "== collecting results into docs/results/claim"
-for name in $universal $others; do
-  dir="$runs/$name" out="docs/results/claim/$name"
+# NAME: the run's JSON results into docs/results/claim/NAME (committed with the report).
+collect() {
+  local name=$1 dir="$runs/$1" out="docs/results/claim/$1"
   mkdir -p "$out"
   cp "$dir"/{config.toml,validation.json,test.json,validation.jsonl} "$out/"
   # Every 10th step of the per-step log is enough for the training curves.
   awk 'NR % 10 == 1' "$dir/metrics.jsonl" > "$out/metrics.jsonl"
+}
+
+# The most informative runs first; each run is scored and collected as soon as it is trained,
+# so an interrupted experiment still reports what it finished.
+for name in us fixed_10 fixed_035 fixed_05 fixed_075 snet us_no_distill us_seed2 fixed_10_seed2 fixed_035_seed2; do
+  train "$name"
+  evaluate "$name" "$(widths_of "$name")"
+  collect "$name"
+  python3 scripts/results_report.py --no-plots || true
 done
 python3 scripts/results_report.py
 echo "== wrote docs/results.md"

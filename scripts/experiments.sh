@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper's experiments on Fashion-MNIST, at a CPU budget, written to docs/results.md.
+# The paper's experiments on Fashion-MNIST, at a CPU budget, written to docs/ablations.md.
 #
 #   bash scripts/experiments.sh [STEPS]      (default STEPS: 250 iterations per run; about an hour)
 #
@@ -9,7 +9,7 @@
 #    calibration batches, including none (every width normalised with the full width's
 #    statistics, sliced).
 # Each run's config, checkpoint and eval JSON stay in runs/exp/NAME; the report and plots
-# are regenerated from those JSON files by scripts/results_report.py.
+# are regenerated from those JSON files by scripts/ablations_report.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-250}
@@ -74,5 +74,5 @@ done
 $usnet eval --checkpoint $out/us --checkpoint $out/random_n4 --checkpoint $out/no_distill --widths grid \
   --json $out/ablate_rules.json --plot docs/ablate_rules.png
 
-python3 scripts/results_report.py "$out" "$steps" > docs/results.md
-echo "wrote docs/results.md"
+python3 scripts/ablations_report.py "$out" "$steps" > docs/ablations.md
+echo "wrote docs/ablations.md"

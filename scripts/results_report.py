@@ -1,112 +1,203 @@
 #!/usr/bin/env python3
-"""Writes docs/results.md from the eval JSON files of scripts/experiments.sh.
+"""Regenerates docs/results.md and its plots from the JSON results committed under
+docs/results/ (written there by scripts/claim.sh and scripts/search_experiment.sh).
 
-usage: python3 scripts/results_report.py RUNS_DIR STEPS > docs/results.md
-Every number in the report is read from RUNS_DIR/*/eval.json; nothing is typed in.
+    python3 scripts/results_report.py [--usnet target/release/usnet]
+
+Standard library only; the plots are drawn by `usnet plot` from the same JSON files.
 """
+import argparse
 import json
+import os
+import statistics
+import subprocess
 import sys
-from pathlib import Path
 
-runs = Path(sys.argv[1])
-steps = sys.argv[2]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
+CLAIM = os.path.join(RESULTS, "claim")
+WIDTHS = ["1", "0.75", "0.5", "0.35"]
+BAR = 0.3  # US-Net top-1 >= fixed-width top-1 - 0.3 pt
 
-
-def rows(name):
-    path = runs / name / "eval.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def by_width(name):
-    return {r["width"]: r for r in rows(name)}
-
-
-def fmt(r):
-    return f"{r['top1']:.2f}" if r else "–"
-
-
-print("# Results: US-Nets on Fashion-MNIST at a CPU budget\n")
-print(f"Every run trains the default model (`configs/fashion_mnist_us_v2.toml`: a US-MobileNet v2 "
-      f"with 4 stages, 1 input channel) for **{steps} iterations** of batch 128 (about "
-      f"{int(steps) * 128 / 60000:.2f} epochs), linear-decaying LR from 0.1, and evaluates on the "
-      f"first 2000 test images. BN post-statistics use 8 training batches unless stated. These are "
-      f"short CPU runs: compare rows with each other, not with the paper's ImageNet numbers.\n")
-print("Reproduce everything (about an hour on 2 cores):\n")
-print(f"```\nbash scripts/experiments.sh {steps}\n```\n")
-print("Each run's config, checkpoint, `metrics.jsonl` and `eval.json` stay in "
-      f"`{runs}/NAME`; this page is generated from those files by `scripts/results_report.py`.\n")
-
-print("## Reading these numbers\n")
-print("At half an epoch every network is far from converged, and the order of the methods is the "
-      "order of how fast each learns, not where each ends. The individually trained networks spend "
-      "every step on one width and lead; the S-Net and the US-Net share one set of weights across "
-      "widths and trail. Inplace distillation makes the narrow widths learn from a max width that is "
-      "itself still poor, so early on it costs accuracy; the paper reports its gain after full ImageNet "
-      "training. The sandwich rule already helps here, most at the max width. Also clear at this budget: the "
-      "US-Net runs at every width of its range from one set of weights, accuracy rises with MACs, "
-      "and BN post-statistics are essential: with one shared set of statistics (0 calibration "
-      "batches) narrow widths fall to chance while one calibration batch already recovers them. "
-      "Run `scripts/experiments.sh` with more steps for converged comparisons.\n")
-
-print("## 1. US-Net vs individually trained networks vs S-Net\n")
-print("![top-1 vs MACs](compare.png)\n")
-us, snet = by_width("us"), by_width("snet")
-print("| width | MACs | US-Net top-1 | S-Net top-1 | fixed-width top-1 |")
-print("|---|---|---|---|---|")
-for w, name in [("1", "fixed_10"), ("0.75", "fixed_075"), ("0.5", "fixed_05"), ("0.35", "fixed_035")]:
-    fixed = by_width(name).get(w)
-    ref = us.get(w) or snet.get(w) or fixed
-    macs = f"{ref['macs'] / 1e6:.2f}M" if ref else "–"
-    print(f"| {w} | {macs} | {fmt(us.get(w))} | {fmt(snet.get(w))} | {fmt(fixed)} |")
-print("\nThe US-Net also runs at every other width of its grid, which the others cannot:\n")
-print("| width | MACs | top-1 | top-5 |")
-print("|---|---|---|---|")
-for r in rows("us"):
-    print(f"| {r['width']} | {r['macs'] / 1e6:.2f}M | {r['top1']:.2f} | {r['top5']:.2f} |")
-
-print("\n## 2. Ablations\n")
-print("Each row differs from the US-Net of section 1 (`us`: sandwich rule, n = 4, inplace "
-      "distillation, k0 = 0.35, d = 8) in one setting. Columns: top-1 at the min, a middle and "
-      "the max width, and the mean over the width grid.\n")
+# (run names, label): the methods of the comparison, each with its seeds.
+METHODS = [
+    (["us", "us_seed2"], "US-Net (sandwich n=4, inplace distillation)"),
+    (["us_no_distill"], "US-Net without inplace distillation"),
+    (["snet"], "S-Net (switchable BN, 4 widths)"),
+]
+FIXED = {
+    "1": ["fixed_10", "fixed_10_seed2"],
+    "0.75": ["fixed_075"],
+    "0.5": ["fixed_05"],
+    "0.35": ["fixed_035", "fixed_035_seed2"],
+}
 
 
-def summary(name, label):
-    rs = rows(name)
-    if not rs:
-        print(f"| {label} | – | – | – | – |")
+def load_rows(run, split):
+    path = os.path.join(CLAIM, run, f"{split}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return {r["width"]: r for r in json.load(f)}
+
+
+def top1(run, split, width):
+    rows = load_rows(run, split)
+    if rows is None or width not in rows:
+        return None
+    return rows[width]["top1"]
+
+
+def seeds(runs, split, width):
+    """Top-1 of each seed's run that exists."""
+    return [v for v in (top1(r, split, width) for r in runs) if v is not None]
+
+
+def fmt_seeds(values):
+    """'91.23' for one seed; 'mean (a / b)' for more."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"**{statistics.mean(values):.2f}** ({' / '.join(f'{v:.2f}' for v in values)})"
+
+
+def config_value(run, key):
+    path = os.path.join(CLAIM, run, "config.toml")
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key + " ="):
+                return line.split("=", 1)[1].strip()
+    return None
+
+
+def macs(width):
+    rows = load_rows("us", "test") or {}
+    r = rows.get(width)
+    return f"{r['macs'] / 1e6:.2f}M" if r else "–"
+
+
+def claim_section(out, split):
+    out.append(f"| width | MACs | " + " | ".join(label for _, label in METHODS) + " | fixed width, trained alone | US-Net − fixed | bar (≥ −0.3) |")
+    out.append("|---|---|" + "---|" * len(METHODS) + "---|---|---|")
+    verdicts = []
+    for w in WIDTHS:
+        cells = [fmt_seeds(seeds(runs, split, w)) for runs, _ in METHODS]
+        fixed = seeds(FIXED[w], split, w)
+        us = seeds(METHODS[0][0], split, w)
+        if us and fixed:
+            gap = statistics.mean(us) - statistics.mean(fixed)
+            ok = gap >= -BAR
+            verdicts.append(ok)
+            gap_cell, bar_cell = f"{gap:+.2f}", "met" if ok else "**not met**"
+        else:
+            gap_cell, bar_cell = "–", "–"
+        out.append(f"| {w} | {macs(w)} | " + " | ".join(cells) + f" | {fmt_seeds(fixed)} | {gap_cell} | {bar_cell} |")
+    return verdicts
+
+
+def spread_section(out):
+    out.append("| run pair | width | split | seed 1995 | seed 2 | difference |")
+    out.append("|---|---|---|---|---|---|")
+    for pair, widths in [(("us", "us_seed2"), WIDTHS), (("fixed_10", "fixed_10_seed2"), ["1"]), (("fixed_035", "fixed_035_seed2"), ["0.35"])]:
+        for w in widths:
+            for split in ["validation", "test"]:
+                a, b = (top1(r, split, w) for r in pair)
+                if a is None or b is None:
+                    continue
+                out.append(f"| {pair[0]} | {w} | {split} | {a:.2f} | {b:.2f} | {abs(a - b):.2f} |")
+
+
+def grid_section(out):
+    val, test = load_rows("us", "validation"), load_rows("us", "test")
+    if not test:
         return
-    top = [r["top1"] for r in rs]
-    w = {r["width"]: r for r in rs}
-    lo = min(rs, key=lambda r: float(r["width"]))
-    mid = w.get("0.7") or w.get("0.6") or rs[len(rs) // 2]
-    print(f"| {label} | {lo['top1']:.2f} (w={lo['width']}) | {mid['top1']:.2f} (w={mid['width']}) "
-          f"| {fmt(w.get('1'))} | {sum(top) / len(top):.2f} |")
+    out.append("| width | MACs | params | validation top-1 | test top-1 | BN statistics |")
+    out.append("|---|---|---|---|---|---|")
+    for w, r in sorted(test.items(), key=lambda kv: float(kv[0])):
+        v = val.get(w, {}).get("top1") if val else None
+        stored = "on demand" if r.get("calibrated_on_demand") else "stored"
+        out.append(f"| {w} | {r['macs'] / 1e6:.2f}M | {r['params'] / 1e6:.3f}M | {v:.2f} | {r['top1']:.2f} | {stored} |" if v is not None else
+                   f"| {w} | {r['macs'] / 1e6:.2f}M | {r['params'] / 1e6:.3f}M | – | {r['top1']:.2f} | {stored} |")
 
 
-header = "| run | min width | middle | max width | mean over grid |\n|---|---|---|---|---|"
-print("### Sandwich rule and inplace distillation\n")
-print("![ablation](ablate_rules.png)\n")
-print(header)
-summary("us", "sandwich rule + inplace distillation (`us`)")
-summary("random_n4", "n = 4 random widths, no sandwich rule")
-summary("no_distill", "sandwich rule, labels for every width")
-print("\n### Number of sampled widths n\n")
-print(header)
-for n, name in [(2, "n2"), (3, "n3"), (4, "us"), (5, "n5")]:
-    summary(name, f"n = {n}")
-print("\n### Width lower bound k0\n")
-print(header)
-for k, name in [("0.25", "k0_025"), ("0.35", "us"), ("0.5", "k0_05")]:
-    summary(name, f"k0 = {k}")
-print("\n### Divisor d of make_divisible\n")
-print(header)
-summary("us", "d = 8")
-summary("d1", "d = 1 (every channel count possible)")
-print("\n### BN calibration batches (on the `us` checkpoint)\n")
-print("0 batches: no per-width statistics; every width is normalised with the max width's "
-      "statistics, sliced to its channels.\n")
-print(header)
-for b in [0, 1, 2, 4]:
-    summary(f"cal_{b}", f"{b} batch(es)")
-summary("us", "8 batches")
-summary("cal_16", "16 batches")
+def final_validation(run):
+    """Last epoch's validation top-1 per width from validation.jsonl."""
+    path = os.path.join(CLAIM, run, "validation.jsonl")
+    if not os.path.exists(path):
+        return {}
+    last = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            last[r["width"]] = (r["epoch"], r["top1"])
+    return last
+
+
+def plots(usnet, out):
+    """Draws the plots with `usnet plot`; returns the markdown image lines made."""
+    made = []
+    runs = [r for r in sorted(os.listdir(CLAIM)) if os.path.isdir(os.path.join(CLAIM, r))]
+    evals = [os.path.join(CLAIM, r, "test.json") for r in runs if os.path.exists(os.path.join(CLAIM, r, "test.json"))]
+    if evals:
+        target = os.path.join(ROOT, "docs", "claim_accuracy.png")
+        subprocess.run([usnet, "plot", "accuracy", "--output", target, "--title", "Fashion-MNIST test top-1 vs MACs, 10 epochs"] + evals, check=True)
+        made.append("![test top-1 vs MACs](claim_accuracy.png)")
+    dirs = [os.path.join(CLAIM, r) for r in runs]
+    if dirs:
+        target = os.path.join(ROOT, "docs", "claim_curves.png")
+        subprocess.run([usnet, "curves", "--output", target] + sum((["--run", d] for d in dirs), []), check=True)
+        made.append("![training curves](claim_curves.png)")
+    return made
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--usnet", default=os.path.join(ROOT, "target", "release", "usnet"))
+    parser.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args()
+    if not os.path.isdir(CLAIM):
+        sys.exit(f"error: {CLAIM} does not exist; run scripts/claim.sh first")
+    epochs = config_value("us", "num_epochs")
+    out = ["# Results: US-Nets on Fashion-MNIST", ""]
+    out.append("Generated by `python3 scripts/results_report.py` from the JSON under `docs/results/`; "
+               "the runs come from `bash scripts/claim.sh` (see its header). Do not edit by hand.")
+    out.append("")
+    out.append(f"## 1. One US-Net against networks trained alone ({epochs} epochs)")
+    out.append("")
+    out.append("Every run uses the default config's recipe (`configs/fashion_mnist_us_v2.toml`: US-MobileNet v2, "
+               "4 stages, divisor 1, batch 128, SGD nesterov lr 0.1 with linear decay and 0.1 epoch of warm-up, "
+               f"pad-2 random crop and flip), {epochs} epochs, 55,000 training images; the same 5,000 training "
+               "images are held out as the validation split for every run. BN post-statistics: 8 batches of 128 "
+               "training images per width. Widths off the stored grid are calibrated on demand the same way.")
+    out.append("")
+    out.append(f"### Test top-1 (10,000 images, scored once per finished run)")
+    out.append("")
+    verdicts = claim_section(out, "test")
+    out.append("")
+    out.append("Cells with two seeds show the mean in bold and each seed in parentheses. The bar: "
+               f"US-Net top-1 ≥ fixed-width top-1 − {BAR} pt at each width.")
+    out.append("")
+    out.append("### Validation top-1 (the 5,000 held-out training images)")
+    out.append("")
+    claim_section(out, "validation")
+    out.append("")
+    out.append("### Run-to-run spread (the same recipe, another seed)")
+    out.append("")
+    spread_section(out)
+    out.append("")
+    out.append("### The US-Net at every width of a 0.05 grid")
+    out.append("")
+    grid_section(out)
+    out.append("")
+    if not args.no_plots:
+        out.extend(plots(args.usnet, out))
+        out.append("")
+    out.append(f"Verdict: the bar is met at {sum(verdicts)} of {len(verdicts)} widths." if verdicts else "Verdict: runs missing.")
+    out.append("")
+    with open(os.path.join(ROOT, "docs", "results.md"), "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -43,10 +43,16 @@ pub fn v2_small() -> ModelConfig {
     }
 }
 
-fn random_input(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> Tensor<4> {
+/// A random input batch, uniform in [-2, 2): its values and the tensor (the benches and the
+/// model tests draw inputs the same way).
+pub(crate) fn random_values(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> (Vec<f32>, Tensor<4>) {
     let n = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    (values.clone(), Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+fn random_input(rng: &mut StdRng, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    random_values(rng, shape, device).1
 }
 
 fn timed(warmup: usize, repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
@@ -74,66 +80,151 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Runs the workload `name` (`sandwich/b128`, `calibrate`, `infer/b1/w0.5`).
+/// One workload, set up and ready to time call by call: what `usnet bench`'s worker
+/// processes run, interleaved with the PyTorch and ONNX Runtime workers.
+pub struct Workload {
+    step: Box<dyn FnMut() -> Result<()>>,
+    /// Multiply-accumulates of one call, where the workload has a fixed network
+    /// (inference: the width's convs and classifier for the whole batch).
+    pub macs: Option<u64>,
+}
+
+impl Workload {
+    /// Sets up the workload `name` (`sandwich/b128`, `calibrate`, `infer/b1/w0.5`).
+    ///
+    /// # Errors
+    ///
+    /// An unknown workload name, and any error of setting it up.
+    pub fn prepare(name: &str, device: &Device) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(0);
+        let parts: Vec<&str> = name.split('/').collect();
+        let bad = || Error::InvalidConfig(format!("unknown workload {name:?}; expected sandwich/bN, calibrate or infer/bN/wW"));
+        let batch = |p: &str| p.strip_prefix('b').and_then(|b| b.parse::<usize>().ok()).filter(|b| *b > 0).ok_or_else(bad);
+        match parts.as_slice() {
+            ["sandwich", b] => {
+                let b = batch(b)?;
+                let config = v2_small();
+                let mut model = UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?.into_trainable();
+                let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 1e-4 });
+                let x = random_input(&mut rng, [b, 3, 32, 32], device);
+                let labels: Vec<i64> = (0..b).map(|_| rng.random_range(0..10)).collect();
+                let sampler = WidthSampler { num_sample_training: 4, sandwich: true, teacher: true, per_stage_groups: None };
+                let range = config.range()?;
+                let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.05 };
+                let mut step = 0;
+                let step_fn = move || {
+                    let widths = sampler.sample(&range, &mut rng);
+                    step += 1;
+                    train_step(&mut model, &mut sgd, x.clone(), &labels, &widths, options, step).map(|_| ())
+                };
+                Ok(Workload { step: Box::new(step_fn), macs: None })
+            }
+            ["calibrate"] => {
+                let config = v2_small();
+                let model = UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?;
+                let specs = grid(&config.range()?, 8);
+                let batches: Vec<Tensor<4>> = (0..10).map(|_| random_input(&mut rng, [128, 3, 32, 32], device)).collect();
+                Ok(Workload { step: Box::new(move || calibrate(&model, batches.clone(), &specs).map(|_| ())), macs: None })
+            }
+            ["infer", b, w] => {
+                let b = batch(b)?;
+                let width: f64 = w.strip_prefix('w').and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+                let spec = WidthSpec::Uniform(Width::new(width)?);
+                let config = ModelConfig::imagenet(Arch::UsMobilenetV2, 1000);
+                let mut model = CalibratedModel::new(UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?);
+                // Statistics from one small batch: eval cost does not depend on their values.
+                model.calibrate(vec![random_input(&mut rng, [2, 3, 32, 32], device)], std::slice::from_ref(&spec))?;
+                let macs = model.fixed(&spec)?.macs([224, 224]) * b as u64;
+                let x = random_input(&mut rng, [b, 3, 224, 224], device);
+                let step_fn = move || {
+                    let logits = model.forward(x.clone(), &spec)?;
+                    // Reading the result back forces the computation on lazy backends.
+                    let _ = logits.into_data();
+                    Ok(())
+                };
+                Ok(Workload { step: Box::new(step_fn), macs: Some(macs) })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// Runs the workload once, untimed.
+    ///
+    /// # Errors
+    ///
+    /// Any error of the workload.
+    pub fn call(&mut self) -> Result<()> {
+        (self.step)()
+    }
+
+    /// Seconds one call takes.
+    ///
+    /// # Errors
+    ///
+    /// Any error of the workload.
+    pub fn time_one(&mut self) -> Result<f64> {
+        let t0 = Instant::now();
+        (self.step)()?;
+        Ok(t0.elapsed().as_secs_f64())
+    }
+}
+
+/// Runs the workload `name` (`sandwich/b128`, `calibrate`, `infer/b1/w0.5`) `warmup` times,
+/// then times `repeats` calls.
 ///
 /// # Errors
 ///
 /// An unknown workload name, and any error of the workload itself.
 pub fn run(name: &str, warmup: usize, repeats: usize, device: &Device) -> Result<Timing> {
-    let mut rng = StdRng::seed_from_u64(0);
-    let parts: Vec<&str> = name.split('/').collect();
-    let bad = || Error::InvalidConfig(format!("unknown workload {name:?}; expected sandwich/bN, calibrate or infer/bN/wW"));
-    let batch = |p: &str| p.strip_prefix('b').and_then(|b| b.parse::<usize>().ok()).filter(|b| *b > 0).ok_or_else(bad);
-    match parts.as_slice() {
-        ["sandwich", b] => {
-            let b = batch(b)?;
-            let config = v2_small();
-            let mut model = UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?.into_trainable();
-            let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 1e-4 });
-            let x = random_input(&mut rng, [b, 3, 32, 32], device);
-            let labels: Vec<i64> = (0..b).map(|_| rng.random_range(0..10)).collect();
-            let sampler = WidthSampler { num_sample_training: 4, sandwich: true, teacher: true, per_stage_groups: None };
-            let range = config.range()?;
-            let options = StepOptions { inplace_distill: true, label_smoothing: 0.0, lr: 0.05 };
-            let mut step = 0;
-            timed(warmup, repeats, || {
-                let widths = sampler.sample(&range, &mut rng);
-                step += 1;
-                train_step(&mut model, &mut sgd, x.clone(), &labels, &widths, options, step).map(|_| ())
-            })
+    let mut workload = Workload::prepare(name, device)?;
+    timed(warmup, repeats, || workload.call())
+}
+
+/// `n` widths evenly spaced over `range`, as `numpy.linspace` ([`WidthRange::grid`]).
+fn grid(range: &WidthRange, n: usize) -> Vec<WidthSpec> {
+    range.grid(n).into_iter().map(WidthSpec::Uniform).collect()
+}
+
+/// The median and quartiles of some samples (quartiles interpolated linearly between order
+/// statistics, as `numpy.percentile`'s default).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub q1: f64,
+    pub q3: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `samples`; `None` when there are none or one is not finite.
+    pub fn of(samples: &[f64]) -> Option<Spread> {
+        if samples.is_empty() || samples.iter().any(|v| !v.is_finite()) {
+            return None;
         }
-        ["calibrate"] => {
-            let config = v2_small();
-            let model = UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?;
-            let specs = grid(&config.range()?, 8);
-            let batches: Vec<Tensor<4>> = (0..10).map(|_| random_input(&mut rng, [128, 3, 32, 32], device)).collect();
-            timed(warmup, repeats, || calibrate(&model, batches.clone(), &specs).map(|_| ()))
-        }
-        ["infer", b, w] => {
-            let b = batch(b)?;
-            let width: f64 = w.strip_prefix('w').and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-            let spec = WidthSpec::Uniform(Width::new(width)?);
-            let config = ModelConfig::imagenet(Arch::UsMobilenetV2, 1000);
-            let mut model = CalibratedModel::new(UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?);
-            // Statistics from one small batch: eval cost does not depend on their values.
-            model.calibrate(vec![random_input(&mut rng, [2, 3, 32, 32], device)], std::slice::from_ref(&spec))?;
-            let x = random_input(&mut rng, [b, 3, 224, 224], device);
-            timed(warmup, repeats, || {
-                let logits = model.forward(x.clone(), &spec)?;
-                // Reading the result back forces the computation on lazy backends.
-                let _ = logits.into_data();
-                Ok(())
-            })
-        }
-        _ => Err(bad()),
+        let mut s = samples.to_vec();
+        s.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let pos = q * (s.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+        };
+        Some(Spread { median: at(0.5), min: s[0], q1: at(0.25), q3: at(0.75), max: s[s.len() - 1] })
     }
 }
 
-/// `n` widths evenly spaced over `range`, as `numpy.linspace`.
-fn grid(range: &WidthRange, n: usize) -> Vec<WidthSpec> {
-    let (lo, hi) = (range.min().get(), range.max().get());
-    (0..n)
-        .map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64)
-        .map(|w| WidthSpec::Uniform(Width::new(w).unwrap_or(Width::MAX)))
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_matches_numpy_percentiles() {
+        // numpy.percentile([4, 1, 3, 2, 10], [0, 25, 50, 75, 100]) = [1, 2, 3, 4, 10]
+        assert_eq!(Spread::of(&[4.0, 1.0, 3.0, 2.0, 10.0]), Some(Spread { median: 3.0, min: 1.0, q1: 2.0, q3: 4.0, max: 10.0 }));
+        // numpy.percentile([1, 2, 3, 4], [25, 50, 75]) = [1.75, 2.5, 3.25]
+        let s = Spread::of(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert_eq!((s.q1, s.median, s.q3), (1.75, 2.5, 3.25));
+        assert_eq!(Spread::of(&[]), None);
+        assert_eq!(Spread::of(&[1.0, f64::NAN]), None);
+    }
 }

@@ -1,11 +1,14 @@
 //! BN post-statistics: re-estimating each width's BN statistics after training.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::Tensor;
 
+use crate::collective::{Collective, SingleProcess};
 use crate::error::{Error, Result};
 use crate::fixed::FixedNet;
+use crate::infer::InferencePlan;
 use crate::layers::{BnAccumulator, BnMode, BnStatistics, RunningStats};
 use crate::model::UsNet;
 use crate::width::WidthSpec;
@@ -24,6 +27,20 @@ pub fn calibrate<I>(model: &UsNet, batches: I, specs: &[WidthSpec]) -> Result<Ve
 where
     I: IntoIterator<Item = Tensor<4>>,
 {
+    calibrate_with(model, batches, specs, &mut SingleProcess)
+}
+
+/// [`calibrate`] as one process of a data-parallel job: each process accumulates over its own
+/// `batches`, then the cumulative sums are all-reduced, so every process gets the statistics
+/// one process would compute over all the job's batches. A process may have no batch.
+///
+/// # Errors
+///
+/// A bad width or input shape, or no batch in the whole job.
+pub fn calibrate_with<I>(model: &UsNet, batches: I, specs: &[WidthSpec], collective: &mut dyn Collective) -> Result<Vec<BnStatistics>>
+where
+    I: IntoIterator<Item = Tensor<4>>,
+{
     let mut accs: Vec<BnAccumulator> = specs.iter().map(|_| BnAccumulator::new(model.num_bn())).collect();
     for spec in specs {
         model.stage_widths(spec)?;
@@ -31,6 +48,12 @@ where
     for batch in batches {
         for (spec, acc) in specs.iter().zip(accs.iter_mut()) {
             model.forward(batch.clone(), spec, &mut BnMode::Calibrate(acc))?;
+        }
+    }
+    if collective.size() > 1 {
+        let device = model.stem.conv.weight.device();
+        for (spec, acc) in specs.iter().zip(accs.iter_mut()) {
+            acc.all_reduce(&model.bn_channels(spec)?, collective, &device);
         }
     }
     accs.into_iter()
@@ -65,16 +88,40 @@ impl BnStatsSource {
 }
 
 /// A trained model with BN post-statistics for some widths: the stage that can evaluate.
+///
+/// It keeps the inference plan of each width it has run ([`CalibratedModel::plan`]), built
+/// from `model` and that width's statistics on first use; storing new statistics for a
+/// width drops its plan. Replace the model by building a new `CalibratedModel`, not by
+/// assigning to `model`, or plans already built keep the old weights.
 #[derive(Debug, Clone)]
 pub struct CalibratedModel {
     pub model: UsNet,
     stats: BTreeMap<String, (WidthSpec, BnStatistics)>,
+    plans: PlanCache,
+}
+
+/// Inference plans by width key. A clone starts empty: plans are rebuilt on demand.
+#[derive(Debug, Default)]
+struct PlanCache(Mutex<HashMap<String, Arc<InferencePlan>>>);
+
+impl Clone for PlanCache {
+    fn clone(&self) -> Self {
+        PlanCache::default()
+    }
+}
+
+impl PlanCache {
+    fn forget(&self, key: &str) {
+        if let Ok(mut plans) = self.0.lock() {
+            plans.remove(key);
+        }
+    }
 }
 
 impl CalibratedModel {
     /// A model with no statistics yet.
     pub fn new(model: UsNet) -> Self {
-        CalibratedModel { model: model.into_inference(), stats: BTreeMap::new() }
+        CalibratedModel { model: model.into_inference(), stats: BTreeMap::new(), plans: PlanCache::default() }
     }
 
     /// A model with the statistics stored in a checkpoint.
@@ -98,6 +145,7 @@ impl CalibratedModel {
 
     /// Stores the statistics of `spec`, replacing any earlier ones.
     pub fn insert(&mut self, spec: WidthSpec, stats: BnStatistics) {
+        self.plans.forget(&spec.key());
         self.stats.insert(spec.key(), (spec, stats));
     }
 
@@ -231,15 +279,48 @@ impl CalibratedModel {
         self.stats(spec).ok_or_else(|| Error::NotCalibrated { width: spec.to_string(), stored: self.stored_names() })
     }
 
+    /// The inference plan of `spec` (folded, packed weights), built on first use and kept.
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`CalibratedModel::fixed`] and [`InferencePlan::new`].
+    pub fn plan(&self, spec: &WidthSpec) -> Result<Arc<InferencePlan>> {
+        let key = spec.key();
+        if let Some(plan) = self.plans.0.lock().ok().and_then(|p| p.get(&key).cloned()) {
+            return Ok(plan);
+        }
+        let plan = Arc::new(InferencePlan::new(&self.fixed(spec)?)?);
+        if let Ok(mut plans) = self.plans.0.lock() {
+            return Ok(plans.entry(key).or_insert(plan).clone());
+        }
+        Ok(plan)
+    }
+
     /// Eval-mode logits at `spec`, normalised with its stored statistics.
+    ///
+    /// On the Flex backend this runs the width's [`InferencePlan`] (unless `USNET_FUSED=0`
+    /// or `USNET_ENGINE=0`); elsewhere, burn's forward of the slimmable model.
+    ///
+    /// # Shapes
+    ///
+    /// `x`: `[n, input_channels, h, w]`; returns `[n, num_classes]`.
     ///
     /// # Errors
     ///
     /// [`Error::NotCalibrated`] when `spec` has no statistics, and the errors of
-    /// [`UsNet::forward`].
+    /// [`UsNet::forward`] or [`InferencePlan::forward`].
     pub fn forward(&self, x: Tensor<4>, spec: &WidthSpec) -> Result<Tensor<2>> {
         self.model.stage_widths(spec)?;
         let stats = self.stats_or_error(spec)?;
+        #[cfg(feature = "flex")]
+        if crate::ops::enabled(&x.device()) && crate::infer::enabled() {
+            let plan = self.plan(spec)?;
+            let (device, shape) = (x.device(), x.dims());
+            let values: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::InvalidConfig(format!("reading the input tensor: {e:?}")))?;
+            let logits = plan.forward(&values, shape)?;
+            let classes = plan.num_classes();
+            return Ok(Tensor::from_data(burn::tensor::TensorData::new(logits, [shape[0], classes]), &device));
+        }
         self.model.forward(x, spec, &mut BnMode::Eval(stats))
     }
 }

@@ -104,6 +104,22 @@ pub enum Error {
     #[error("label {label} is outside 0..{num_classes}")]
     Label { label: i64, num_classes: usize },
 
+    /// A `--budget` that is not `macs=N` or `latency=T`.
+    #[error("invalid budget {input:?}: {reason}")]
+    InvalidBudget { input: String, reason: String },
+
+    /// A budget that even the cheapest candidate exceeds.
+    #[error("no candidate meets the budget {budget}: the cheapest, width {spec}, costs {cheapest}; raise the budget to at least that")]
+    BudgetTooSmall { budget: String, cheapest: String, spec: String },
+
+    /// A search on a run that holds out no validation images.
+    #[error(
+        "the run holds out no validation images (validation_size = 0 in its config); search scores candidates \
+         on a validation split held out of the training set, never on the test set: train a run with \
+         validation_size > 0 (the Fashion-MNIST configs hold out 5000)"
+    )]
+    NoValidationSplit,
+
     /// A checkpoint or weight file that cannot be read.
     #[error("{path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },

@@ -66,9 +66,9 @@ impl Init {
                         // kaiming_normal_(mode='fan_out', nonlinearity='relu')
                         let fan_out = shape[0] * shape[2] * shape[3];
                         let std = (2.0 / fan_out as f64).sqrt();
-                        (0..n).map(|_| (normal(&mut rng) * std) as f32).collect()
+                        normal(&mut rng, n, std)
                     }
-                    ParamKind::LinearWeight => (0..n).map(|_| (normal(&mut rng) * 0.01) as f32).collect(),
+                    ParamKind::LinearWeight => normal(&mut rng, n, 0.01),
                     ParamKind::BnGamma => vec![1.0; n],
                     ParamKind::BnBeta | ParamKind::LinearBias => vec![0.0; n],
                 }
@@ -104,11 +104,13 @@ pub fn counter_labels(key: &str, seed: u64, n: usize, num_classes: usize) -> Vec
     counter_raw(key, seed, n).map(|x| i64::from((x >> 16) % num_classes as u32)).collect()
 }
 
-/// A standard normal sample (Box-Muller).
-fn normal(rng: &mut StdRng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(1e-300);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+/// `n` samples of a normal with mean 0 and standard deviation `std` (finite, >= 0).
+fn normal(rng: &mut StdRng, n: usize, std: f64) -> Vec<f32> {
+    match rand_distr::Normal::new(0.0, std) {
+        Ok(dist) => rng.sample_iter(dist).take(n).map(|v: f64| v as f32).collect(),
+        // Only a non-finite std gets here (a fan-out of 0 has no elements to draw).
+        Err(_) => vec![0.0; n],
+    }
 }
 
 #[cfg(test)]

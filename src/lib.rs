@@ -9,13 +9,17 @@
 //! - [`calibration`]: BN post-statistics per width;
 //! - [`fixed`]: one width cut out as a plain network, for export and fast inference;
 //! - [`interop`]: official PyTorch checkpoints in, one width out as ONNX or safetensors;
-//! - [`profile`]: MACs and parameters per width.
+//! - [`infer`]: the CPU inference engine that runs a fixed width (folded, packed, NHWC);
+//! - [`profile`]: MACs and parameters per width;
+//! - [`plot`], [`charts`]: PNG/SVG charts of eval results and training curves.
 
 
 pub mod atomic_file;
 pub mod bench;
 pub mod calibration;
+pub mod charts;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod dataset;
@@ -23,6 +27,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod fixed;
+pub mod infer;
 pub mod init;
 pub mod interop;
 pub mod kernels;
@@ -33,12 +38,14 @@ pub mod ops;
 pub mod plot;
 pub mod profile;
 pub mod run_lock;
+pub mod search;
 pub mod train;
 pub mod width;
 
-pub use calibration::{calibrate, BnStatsSource, CalibratedModel};
+pub use calibration::{calibrate, calibrate_with, BnStatsSource, CalibratedModel};
 pub use error::{Error, Result};
 pub use fixed::{FixedConv, FixedLinear, FixedNet};
+pub use infer::InferencePlan;
 pub use init::{Init, ParamKind};
 pub use model::{Arch, ModelConfig, UsNet};
 pub use width::{make_divisible, slim_channels, Width, WidthRange, WidthSpec};

@@ -103,6 +103,10 @@ fn bad_configs_and_checkpoints_fail_clearly() {
     std::fs::write(&cfg, base.replace("warmup_epochs = 0.1", "warmup_epochs = inf")).unwrap();
     assert_clean_failure(&usnet(&["train", "--config", cfg.to_str().unwrap(), "--output", out.to_str().unwrap()]), &["warmup_epochs", "typo.toml"]);
     assert!(!out.exists(), "a rejected run writes nothing");
+    let ghost_out = dir.join("ghost");
+    let ghost = |n: &str| usnet(&["train", "--batch-size", "4", "--ghost-batches", n, "--output", ghost_out.to_str().unwrap()]);
+    assert_clean_failure(&ghost("8"), &["batch_size 4", "8 ghost batch", "at least 8"]);
+    assert_clean_failure(&ghost("0"), &["--ghost-batches"]);
 
     let missing = dir.join("nowhere");
     assert_clean_failure(
@@ -133,6 +137,81 @@ fn corrupt_idx_file_is_named() {
     }
     let o = usnet(&["train", "--data-dir", data.to_str().unwrap(), "--output", dir.join("run").to_str().unwrap()]);
     assert_clean_failure(&o, &["train-images-idx3-ubyte"]);
+}
+
+/// A run directory's logs as `usnet train` writes them: `epochs` epochs of `steps` steps,
+/// validation at widths 1 and 0.35 after each epoch.
+fn fake_run(dir: &Path, epochs: u64, steps: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (mut metrics, mut validation) = (String::new(), String::new());
+    for s in 1..=epochs * steps {
+        let loss = 2.3 / (1.0 + s as f64 / 20.0);
+        metrics += &format!(
+            "{{\"step\":{s},\"total_steps\":{},\"epoch\":{},\"lr\":{},\"losses\":[[\"1.000\",{loss}],[\"0.350\",{}]],\"images_per_sec\":100.0,\"elapsed\":1.0}}\n",
+            epochs * steps,
+            (s - 1) / steps,
+            0.1 * (1.0 - s as f64 / (epochs * steps) as f64),
+            loss * 1.1
+        );
+    }
+    for e in 1..=epochs {
+        for (w, top1) in [("1", 80.0 + e as f64), ("0.35", 75.0 + e as f64)] {
+            validation += &format!("{{\"step\":{},\"epoch\":{e},\"width\":\"{w}\",\"top1\":{top1},\"top5\":99.0,\"samples\":200}}\n", e * steps);
+        }
+    }
+    std::fs::write(dir.join("metrics.jsonl"), metrics).unwrap();
+    std::fs::write(dir.join("validation.jsonl"), validation).unwrap();
+}
+
+#[test]
+fn plot_accuracy_and_curves_draw_charts_and_name_bad_files() {
+    let dir = temp_dir("plot");
+    let (us, fixed) = (dir.join("us"), dir.join("fixed_05"));
+    fake_run(&us, 3, 40);
+    fake_run(&fixed, 3, 40);
+    let rows = |label: &str, pts: &[(f64, u64, f64, bool)]| {
+        let rows: Vec<serde_json::Value> = pts
+            .iter()
+            .map(|&(w, macs, top1, od)| serde_json::json!({"label": label, "width": w.to_string(), "macs": macs, "top1": top1, "calibrated_on_demand": od}))
+            .collect();
+        serde_json::to_string(&rows).unwrap()
+    };
+    std::fs::write(us.join("test.json"), rows("us", &[(1.0, 2_000_000, 91.0, false), (0.5, 600_000, 88.0, false), (0.42, 450_000, 87.0, true)])).unwrap();
+    std::fs::write(fixed.join("test.json"), rows("fixed_05", &[(0.5, 600_000, 88.5, false)])).unwrap();
+    let acc = dir.join("acc.png");
+    let (us_json, fixed_json) = (us.join("test.json"), fixed.join("test.json"));
+    let o = usnet(&["plot", "accuracy", "--output", acc.to_str().unwrap(), "--title", "Test top-1", us_json.to_str().unwrap(), &format!("{}=0.5x alone", fixed_json.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let img = image::open(&acc).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), usnet::plot::size(1));
+    // Both curves' colours (the first two of the palette) are drawn.
+    for c in [[0x1f, 0x77, 0xb4], [0xff, 0x7f, 0x0e]] {
+        assert!(img.pixels().any(|p| p.0 == c), "colour {c:?} missing");
+    }
+    let svg = dir.join("acc.svg");
+    let o = usnet(&["plot", "accuracy", "-o", svg.to_str().unwrap(), us_json.to_str().unwrap(), &format!("{}=0.5x alone", fixed_json.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains(">\nus\n</text>") && text.contains("0.5x alone") && text.contains("hollow"), "{text}");
+
+    let curves = dir.join("curves.png");
+    let o = usnet(&["curves", "--output", curves.to_str().unwrap(), "--run", us.to_str().unwrap(), "--run", fixed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image::open(&curves).unwrap().to_rgb8().dimensions(), usnet::plot::size(3));
+
+    // Bad input: a clear error naming the file, no panic, nothing written.
+    let out = dir.join("never.png");
+    let o = usnet(&["curves", "--output", out.to_str().unwrap(), "--run", dir.join("nowhere").to_str().unwrap()]);
+    assert_clean_failure(&o, &["nowhere", "run directory"]);
+    std::fs::write(dir.join("bad.json"), "{\"width\": 1}").unwrap();
+    let o = usnet(&["plot", "accuracy", "--output", out.to_str().unwrap(), dir.join("bad.json").to_str().unwrap()]);
+    assert_clean_failure(&o, &["bad.json", "usnet eval --json"]);
+    std::fs::write(us.join("metrics.jsonl"), "{\"step\": 1, \"lr\": \"high\"}\n").unwrap();
+    let o = usnet(&["curves", "--output", out.to_str().unwrap(), "--run", us.to_str().unwrap()]);
+    assert_clean_failure(&o, &["metrics.jsonl", "line 1"]);
+    let o = usnet(&["plot", "accuracy", "--output", dir.join("acc.gif").to_str().unwrap(), us_json.to_str().unwrap()]);
+    assert_clean_failure(&o, &["acc.gif", ".png or .svg"]);
+    assert!(!out.exists());
 }
 
 #[test]
@@ -199,6 +278,17 @@ fn train_calibrate_eval_on_fashion_mnist() {
     let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
     assert!(colours.len() >= 3, "a plot of {} colour(s)", colours.len());
     assert_clean_failure(&usnet(&["eval", "--checkpoint", run_s, "--widths", "0.2"]), &["0.2", "range"]);
+
+    // The eval JSON and the run directory draw as charts (the interface of
+    // scripts/results_report.py), PNG or SVG by extension.
+    let acc = dir.join("acc.png");
+    let o = usnet(&["plot", "accuracy", "--output", acc.to_str().unwrap(), "--title", "t", &format!("{}=US-Net", json.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let curves = dir.join("curves.svg");
+    let o = usnet(&["curves", "--output", curves.to_str().unwrap(), "--run", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&curves).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("Training loss") && svg.contains("run"), "{}", &svg[..300.min(svg.len())]);
 
     // A run directory where the default plot cannot be written (root ignores permission
     // bits, so a directory stands in the plot's place): the results still come, with a note.
@@ -451,4 +541,103 @@ fn snet_and_nonuniform_training_run_end_to_end() {
     }
     let o = usnet(&["eval", "--checkpoint", run_s, "--widths", "1.0,0.5/0.35/0.5/0.75/1.0"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn search_rejects_bad_input_clearly() {
+    for (args, needles) in [
+        (vec!["--budget", "flops=1M"], vec!["invalid budget", "macs=150M"]),
+        (vec!["--budget", "macs=-3"], vec!["invalid budget", "positive"]),
+        (vec!["--budget", "latency=5"], vec!["invalid budget", "no unit"]),
+        (vec!["--budget", "macs=1M", "--time-limit", "soon"], vec!["not a duration"]),
+        (vec!["--budget", "macs=1M", "--strategy", "random"], vec!["random"]),
+    ] {
+        let mut all = vec!["search", "--checkpoint", "/nonexistent/run"];
+        all.extend(args);
+        assert_clean_failure(&usnet(&all), &needles);
+    }
+    assert_clean_failure(&usnet(&["search", "--checkpoint", "/nonexistent/run", "--budget", "macs=1M"]), &["/nonexistent/run"]);
+}
+
+/// A search's JSON report.
+fn search_json(run: &str, json: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["search", "--checkpoint", run, "--json", json.to_str().unwrap()];
+    all.extend(args);
+    let o = usnet(&all);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+#[test]
+#[ignore = "heavy: trains on a Fashion-MNIST subset"]
+fn search_end_to_end_on_a_tiny_run() {
+    let dir = temp_dir("search");
+    let cfg = small_config(&dir, "");
+    let cfg_path = dir.join("nonuniform.toml");
+    std::fs::write(&cfg_path, std::fs::read_to_string(&cfg).unwrap().replace("nonuniform = false", "nonuniform = true")).unwrap();
+    let run = dir.join("run");
+    let run_s = run.to_str().unwrap();
+    let o = usnet(&["train", "--config", cfg_path.to_str().unwrap(), "--max-steps", "3", "--output", run_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // The ends of the cost range, from a budget every network meets.
+    let probe = search_json(run_s, &dir.join("probe.json"), &["--budget", "macs=1000G", "--step", "0.1"]);
+    let (lo, hi) = (probe["cheapest"]["cost"].as_f64().unwrap(), probe["largest"]["cost"].as_f64().unwrap());
+    assert!(0.0 < lo && lo < hi, "{probe}");
+    assert_eq!(probe["strategies"][0]["best"]["spec"], "1");
+
+    // Every strategy, a budget halfway: nothing over it, the front tested once, at the end.
+    let budget = format!("macs={}", ((lo + hi) / 2.0) as u64);
+    let plot = dir.join("search.png");
+    let report = search_json(
+        run_s,
+        &dir.join("search.json"),
+        &["--budget", &budget, "--step", "0.1", "--strategy", "uniform,greedy,evolution", "--population", "4", "--generations", "2", "--plot", plot.to_str().unwrap()],
+    );
+    assert!(plot.exists());
+    assert_eq!(report["validation_images"], 200);
+    let limit = report["budget_limit"].as_f64().unwrap();
+    let strategies = report["strategies"].as_array().unwrap();
+    assert_eq!(strategies.len(), 3);
+    for s in strategies {
+        let best = &s["best"];
+        assert!(best["cost"].as_f64().unwrap() <= limit, "{s}");
+        assert_eq!(best["cost"], best["macs"].as_u64().unwrap() as f64);
+        assert!(best["test_top1"].is_number() && best["validation_top1"].is_number(), "{s}");
+        for row in s["front"].as_array().unwrap() {
+            assert!(row["cost"].as_f64().unwrap() <= limit && row["test_top1"].is_number());
+        }
+    }
+    // The chosen spec is accepted as it is by eval and calibrate.
+    let spec = strategies[1]["best"]["spec"].as_str().unwrap();
+    assert!(spec.contains('/'), "greedy on a per-stage grid: {spec}");
+    let o = usnet(&["eval", "--checkpoint", run_s, "--widths", spec, "--split", "validation", "--plot", dir.join("e.png").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(spec), "{}", stdout(&o));
+    let o = usnet(&["calibrate", "--checkpoint", run_s, "--widths", spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Too small a budget names the cheapest network's cost.
+    let o = usnet(&["search", "--checkpoint", run_s, "--budget", "macs=1K"]);
+    assert_clean_failure(&o, &["no candidate meets the budget", "0.35", "M MACs"]);
+
+    // Latency: the table is measured once, then reused.
+    let first = search_json(run_s, &dir.join("lat1.json"), &["--budget", "latency=10s", "--step", "0.5", "--threads", "1"]);
+    assert!(run.join("latency_table.json").exists());
+    assert!(first["latency"]["measured_now"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["latency"]["mean_abs_error_pct"].is_number());
+    let again = search_json(run_s, &dir.join("lat2.json"), &["--budget", "latency=10s", "--step", "0.5", "--threads", "1"]);
+    assert_eq!(again["latency"]["measured_now"], 0, "{again}");
+    // Another thread count measures again.
+    let other = search_json(run_s, &dir.join("lat3.json"), &["--budget", "latency=10s", "--step", "0.5", "--threads", "2"]);
+    assert!(other["latency"]["measured_now"].as_u64().unwrap() > 0, "{other}");
+
+    // A run without a validation split is refused: search never scores on the test set.
+    let cfg0 = dir.join("noval.toml");
+    std::fs::write(&cfg0, std::fs::read_to_string(&cfg_path).unwrap().replace("validation_size = 200", "validation_size = 0")).unwrap();
+    let run0 = dir.join("noval");
+    let o = usnet(&["train", "--config", cfg0.to_str().unwrap(), "--max-steps", "1", "--output", run0.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_failure(&usnet(&["search", "--checkpoint", run0.to_str().unwrap(), "--budget", "macs=1G"]), &["validation_size", "noval"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

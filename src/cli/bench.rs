@@ -1,42 +1,168 @@
-//! `usnet bench`: usnet against PyTorch on the same workloads, in the same run.
+//! `usnet bench`: usnet against PyTorch and ONNX Runtime on the same workloads, timed
+//! interleaved in one run.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
+use usnet::bench::Spread;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Runs each workload in usnet (one child process per workload, so peak memory is per\n\
-workload) and in PyTorch (bench/torch_usnet.py in .venv, installed by bench/setup_venv.sh on first\n\
-use), then prints a table of medians and ratios and writes target/bench/summary.json.\n\n\
-Examples:\n  usnet bench                       # all workloads, 2 threads\n  usnet bench --quick --workloads sandwich/b128,calibrate\n  usnet bench --skip-torch          # usnet only (no ratios)")]
+#[command(after_help = "Per workload, starts one worker process per side (usnet; PyTorch with bench/torch_usnet.py;\n\
+for inference also ONNX Runtime with bench/ort_usnet.py, on the same network exported at that\n\
+width), warms each up, then times one call per side in turn (usnet, torch, ort, usnet, ...)\n\
+for every repeat, so that a shared machine's drift falls on all sides alike. Reports per\n\
+side the median and quartiles of the times, per repeat the ratio usnet/anchor (median and\n\
+spread), the targets of issue 10 met or not, and the latency scaling over widths. Writes\n\
+target/bench/summary.json and a markdown report (target/bench/summary.md) to paste into\n\
+docs/performance.md. The Python side lives in .venv (bench/setup_venv.sh, run on first use).\n\n\
+Examples:\n  usnet bench                       # all workloads, 2 threads, 10 interleaved repeats\n  usnet bench --quick --workloads infer/b1/w1.0,infer/b1/w0.5\n  usnet bench --skip-torch --skip-ort  # usnet only (no ratios)")]
 pub struct BenchArgs {
     /// Comma list of workloads: sandwich/bN, calibrate, infer/bN/wW.
     #[arg(long, default_value = "sandwich/b128,calibrate,infer/b1/w1.0,infer/b1/w0.75,infer/b1/w0.5,infer/b1/w0.35,infer/b32/w1.0,infer/b32/w0.75,infer/b32/w0.5,infer/b32/w0.35")]
     workloads: String,
-    /// Warm-up runs per workload.
+    /// Untimed warm-up calls per worker.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Timed runs per workload (the median is reported).
+    /// Interleaved timed rounds per workload (one call per side each).
     #[arg(long, default_value_t = 10)]
     repeats: usize,
-    /// One warm-up and three timed runs.
+    /// One warm-up and three timed rounds.
     #[arg(long)]
     quick: bool,
-    /// Threads for both sides (RAYON_NUM_THREADS and torch.set_num_threads).
+    /// Threads for every side (RAYON_NUM_THREADS, torch.set_num_threads, ORT intra-op).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Run only usnet.
+    /// Pause between two timed calls, so that one side's spinning threads have gone idle.
+    #[arg(long, default_value_t = 20)]
+    settle_ms: u64,
+    /// Leave PyTorch out.
     #[arg(long)]
     skip_torch: bool,
-    /// Where to write the summary.
+    /// Leave ONNX Runtime out.
+    #[arg(long)]
+    skip_ort: bool,
+    /// Where to write the summary (the markdown report goes beside it, as .md).
     #[arg(long, default_value = "target/bench/summary.json")]
     output: PathBuf,
-    /// Internal: run one workload in this process and print its timing as JSON.
+    /// Internal: be the usnet worker of one workload (`run` lines on stdin).
     #[arg(long, hide = true)]
-    one: Option<String>,
+    serve: Option<String>,
+}
+
+/// Issue 10's targets: the most usnet may take, as a ratio of the anchor's time.
+fn target(name: &str, anchor: &str) -> Option<f64> {
+    match (name.split('/').next(), anchor) {
+        (Some("infer"), "ort") => Some(1.0),
+        (Some("sandwich"), "torch") => Some(0.67),
+        (Some("calibrate"), "torch") => Some(0.8),
+        _ => None,
+    }
+}
+
+/// One worker process of one side: a JSON line per request.
+struct Worker {
+    side: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    /// Starts `cmd` and waits for its `ready` line.
+    fn start(side: &'static str, mut cmd: Command) -> anyhow::Result<(Worker, Value)> {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().with_context(|| format!("starting the {side} worker"))?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("{side} worker: no stdin"))?;
+        let stdout = BufReader::new(child.stdout.take().ok_or_else(|| anyhow!("{side} worker: no stdout"))?);
+        let mut w = Worker { side, child, stdin, stdout };
+        let ready = w.read()?;
+        if ready.get("ready").is_none() {
+            bail!("{side} worker: expected a ready line, got {ready}");
+        }
+        Ok((w, ready))
+    }
+
+    fn read(&mut self) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the {} worker exited early (its error is printed above)", self.side);
+        }
+        let v: Value = serde_json::from_str(line.trim()).with_context(|| format!("{} worker sent {line:?}", self.side))?;
+        if let Some(e) = v.get("error") {
+            bail!("{} worker: {e}", self.side);
+        }
+        Ok(v)
+    }
+
+    fn request(&mut self, cmd: &str) -> anyhow::Result<Value> {
+        writeln!(self.stdin, "{cmd}").and_then(|_| self.stdin.flush()).with_context(|| format!("writing to the {} worker", self.side))?;
+        self.read()
+    }
+
+    /// Seconds of one timed call.
+    fn run_once(&mut self) -> anyhow::Result<f64> {
+        self.request("run")?["s"].as_f64().ok_or_else(|| anyhow!("{} worker: no time in its answer", self.side))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit").and_then(|_| self.stdin.flush());
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The usnet worker: this binary, one workload, its own process (so peak memory is per workload).
+fn serve(name: &str, warmup: usize) -> anyhow::Result<()> {
+    let device = usnet::device::device(None)?;
+    let mut workload = usnet::bench::Workload::prepare(name, &device)?;
+    for _ in 0..warmup {
+        workload.call()?;
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", json!({"ready": name, "macs": workload.macs, "threads": rayon::current_num_threads()}))?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let answer = match line?.trim() {
+            "quit" => break,
+            "run" => json!({"s": workload.time_one()?}),
+            "info" => json!({"peak_rss_bytes": usnet::bench::peak_rss()}),
+            other => json!({"error": format!("unknown command {other:?}")}),
+        };
+        writeln!(out, "{answer}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn python_worker(script: &str, name: &str, args: &BenchArgs) -> Command {
+    let mut cmd = Command::new(".venv/bin/python");
+    cmd.arg(script).args(["--serve", name, "--threads", &args.threads.to_string(), "--warmup", &args.warmup.to_string()]);
+    cmd.env("OMP_NUM_THREADS", args.threads.to_string());
+    cmd
+}
+
+fn ensure_venv() -> anyhow::Result<()> {
+    if Path::new(".venv/bin/python").exists() {
+        return Ok(());
+    }
+    eprintln!("bench: creating .venv with bench/setup_venv.sh (first run only)");
+    let ok = Command::new("bash").arg("bench/setup_venv.sh").status().context("running bench/setup_venv.sh")?;
+    if !ok.success() {
+        bail!("bench/setup_venv.sh failed; run it by hand to see why, or pass --skip-torch --skip-ort");
+    }
+    Ok(())
 }
 
 pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
@@ -44,134 +170,165 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.warmup = 1;
         args.repeats = 3;
     }
-    let device = usnet::device::device(None)?;
-    if let Some(name) = &args.one {
-        let t = usnet::bench::run(name, args.warmup, args.repeats, &device)?;
-        println!("{}", serde_json::to_string(&t)?);
-        return Ok(());
+    if let Some(name) = &args.serve {
+        return serve(name, args.warmup);
     }
+    args.repeats = args.repeats.max(1);
     let names: Vec<String> = args.workloads.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    let exe = std::env::current_exe().context("locating the usnet binary")?;
-    let mut ours = serde_json::Map::new();
-    for name in &names {
-        eprintln!("usnet: {name}");
-        let out = Command::new(&exe)
-            .args(["bench", "--one", name, "--warmup", &args.warmup.to_string(), "--repeats", &args.repeats.to_string()])
-            .env("RAYON_NUM_THREADS", args.threads.to_string())
-            // The allocator setting `usnet` makes at start-up, made from the first allocation.
-            .env("MIMALLOC_PURGE_DELAY", std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "-1".into()))
-            .output()
-            .with_context(|| format!("running workload {name}"))?;
-        if !out.status.success() {
-            bail!("workload {name} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).with_context(|| format!("reading workload {name}'s timing"))?;
-        ours.insert(name.clone(), v);
+    if !(args.skip_torch && args.skip_ort) {
+        ensure_venv()?;
     }
-    let torch = if args.skip_torch { None } else { Some(run_torch(&names, &args)?) };
-
-    println!("{:<20} {:>12} {:>12} {:>9} {:>10}", "workload", "usnet (s)", "torch (s)", "ratio", "peak MiB");
+    let exe = std::env::current_exe().context("locating the usnet binary")?;
+    let load_before = loadavg();
     let mut rows = Vec::new();
     for name in &names {
-        let u = &ours[name];
-        let um = u["median_s"].as_f64().unwrap_or(f64::NAN);
-        let tm = torch.as_ref().and_then(|t| t["workloads"][torch_key(name)]["median_s"].as_f64());
-        let ratio = tm.map(|t| um / t);
-        let peak = u["peak_rss_bytes"].as_u64();
-        println!(
-            "{:<20} {:>12.4} {:>12} {:>9} {:>10}",
-            name,
-            um,
-            tm.map_or("-".into(), |t| format!("{t:.4}")),
-            ratio.map_or("-".into(), |r| format!("{r:.2}x")),
-            peak.map_or("-".into(), |p| format!("{:.0}", p as f64 / 1048576.0))
-        );
-        rows.push(json!({
-            "workload": name,
-            "usnet_median_s": um,
-            "torch_median_s": tm,
-            "ratio_usnet_over_torch": ratio,
-            "usnet_peak_rss_bytes": peak,
-            "usnet_samples_s": u["samples_s"],
-            "torch_samples_s": torch.as_ref().map(|t| t["workloads"][torch_key(name)]["samples_s"].clone()),
-        }));
+        eprintln!("bench: {name}");
+        let mut usnet_cmd = Command::new(&exe);
+        usnet_cmd
+            .args(["bench", "--serve", name, "--warmup", &args.warmup.to_string()])
+            .env("RAYON_NUM_THREADS", args.threads.to_string())
+            // The allocator setting `usnet` makes at start-up, made from the first allocation.
+            .env("MIMALLOC_PURGE_DELAY", std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "-1".into()));
+        let (w, r) = Worker::start("usnet", usnet_cmd).with_context(|| format!("workload {name}"))?;
+        let (mut workers, mut ready) = (vec![w], vec![r]);
+        if !args.skip_torch {
+            let (w, r) = Worker::start("torch", python_worker("bench/torch_usnet.py", name, &args)).with_context(|| format!("workload {name}"))?;
+            workers.push(w);
+            ready.push(r);
+        }
+        if !args.skip_ort && name.starts_with("infer/") {
+            let (w, r) = Worker::start("ort", python_worker("bench/ort_usnet.py", name, &args)).with_context(|| format!("workload {name}"))?;
+            workers.push(w);
+            ready.push(r);
+        }
+        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(args.repeats); workers.len()];
+        for _ in 0..args.repeats {
+            for (w, s) in workers.iter_mut().zip(&mut samples) {
+                s.push(w.run_once().with_context(|| format!("workload {name}"))?);
+                std::thread::sleep(Duration::from_millis(args.settle_ms));
+            }
+        }
+        let peak = workers[0].request("info")?["peak_rss_bytes"].as_u64();
+        let mut sides = serde_json::Map::new();
+        for ((w, s), r) in workers.iter().zip(&samples).zip(&ready) {
+            sides.insert(w.side.into(), json!({"samples_s": s, "spread_s": Spread::of(s), "info": r}));
+        }
+        let mut ratios = serde_json::Map::new();
+        for (w, s) in workers.iter().zip(&samples).skip(1) {
+            let per_repeat: Vec<f64> = samples[0].iter().zip(s).map(|(u, a)| u / a).collect();
+            let spread = Spread::of(&per_repeat);
+            let goal = target(name, w.side);
+            ratios.insert(
+                w.side.into(),
+                json!({"per_repeat": per_repeat, "spread": spread, "target": goal, "met": goal.zip(spread).map(|(g, s)| s.median <= g)}),
+            );
+        }
+        drop(workers);
+        rows.push(json!({"workload": name, "macs": ready[0]["macs"], "usnet_peak_rss_bytes": peak, "sides": sides, "ratios": ratios}));
     }
     let summary = json!({
+        "machine": {"cpu": cpu_model(), "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(), "loadavg_before_after": [load_before, loadavg()]},
         "backend": usnet::device::available_backends().first(),
+        "isa": format!("{:?}", usnet::infer::simd::Isa::detect()),
         "threads": args.threads,
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "torch": torch.as_ref().map(|t| t["torch"].clone()),
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "interleaved": true,
         "workloads": rows,
     });
+    let report = markdown(&summary);
+    println!("{report}");
     if let Some(dir) = args.output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    usnet::atomic_file::write_atomic(&args.output, serde_json::to_string_pretty(&summary)?.as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    eprintln!("wrote {}", args.output.display());
+    usnet::atomic_file::write_atomic(&args.output, serde_json::to_string_pretty(&summary)?.as_bytes()).with_context(|| format!("writing {}", args.output.display()))?;
+    let md = args.output.with_extension("md");
+    usnet::atomic_file::write_atomic(&md, report.as_bytes()).with_context(|| format!("writing {}", md.display()))?;
+    eprintln!("wrote {} and {}", args.output.display(), md.display());
     Ok(())
 }
 
-/// The PyTorch script's name for a workload (`infer/b1/w1` -> `infer/b1/w1.0`).
-fn torch_key(name: &str) -> String {
-    match name.rsplit_once("/w") {
-        Some((head, w)) if name.starts_with("infer/") => match w.parse::<f64>() {
-            Ok(v) => format!("{head}/w{v:?}"),
-            Err(_) => name.to_string(),
-        },
-        _ => name.to_string(),
-    }
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{:.2}", s * 1e3))
 }
 
-fn run_torch(names: &[String], args: &BenchArgs) -> anyhow::Result<Value> {
-    let python = Path::new(".venv/bin/python");
-    if !python.exists() {
-        eprintln!("torch: creating .venv with bench/setup_venv.sh (first run only)");
-        let ok = Command::new("bash").arg("bench/setup_venv.sh").status().context("running bench/setup_venv.sh")?;
-        if !ok.success() {
-            bail!("bench/setup_venv.sh failed; run it by hand to see why, or pass --skip-torch");
-        }
-    }
-    let mut kinds = Vec::new();
-    let (mut sandwich, mut infer_b, mut infer_w) = (Vec::new(), Vec::new(), Vec::new());
-    for n in names {
-        let parts: Vec<&str> = n.split('/').collect();
-        match parts.as_slice() {
-            ["sandwich", b] => {
-                kinds.push("sandwich");
-                sandwich.push(b.trim_start_matches('b').to_string());
+/// The report: times per side, ratios against their targets, and latency scaling over widths.
+fn markdown(summary: &Value) -> String {
+    let mut out = String::new();
+    let m = &summary["machine"];
+    out += &format!(
+        "Machine: {} ({} CPUs), {} threads per side, kernels {}, {} interleaved repeats after {} warm-up calls; load average {} before, {} after.\n\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cpus"],
+        summary["threads"],
+        summary["isa"].as_str().unwrap_or("?"),
+        summary["repeats"],
+        summary["warmup"],
+        m["loadavg_before_after"][0],
+        m["loadavg_before_after"][1]
+    );
+    out += "| workload | usnet ms (median [q1, q3]) | torch ms | ORT ms | usnet/torch median [min, q1, q3, max] | usnet/ORT median [min, q1, q3, max] | target | met |\n|---|---|---|---|---|---|---|---|\n";
+    let rows = summary["workloads"].as_array().cloned().unwrap_or_default();
+    for r in &rows {
+        let side = |s: &str| {
+            let sp = &r["sides"][s]["spread_s"];
+            if sp.is_null() { "-".to_string() } else { format!("{} [{}, {}]", ms(sp["median"].as_f64()), ms(sp["q1"].as_f64()), ms(sp["q3"].as_f64())) }
+        };
+        let ratio = |s: &str| {
+            let sp = &r["ratios"][s]["spread"];
+            if sp.is_null() {
+                "-".to_string()
+            } else {
+                let f = |k: &str| sp[k].as_f64().map_or("?".into(), |v| format!("{v:.2}"));
+                format!("**{}x** [{}, {}, {}, {}]", f("median"), f("min"), f("q1"), f("q3"), f("max"))
             }
-            ["calibrate"] => kinds.push("calibrate"),
-            ["infer", b, w] => {
-                kinds.push("infer");
-                infer_b.push(b.trim_start_matches('b').to_string());
-                infer_w.push(w.trim_start_matches('w').to_string());
-            }
-            _ => bail!("unknown workload {n:?}"),
-        }
+        };
+        let (goal, met) = ["ort", "torch"]
+            .iter()
+            .find_map(|s| r["ratios"][*s]["target"].as_f64().map(|g| (format!("<= {g}x {s}"), r["ratios"][*s]["met"].as_bool())))
+            .unwrap_or(("-".into(), None));
+        out += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["workload"].as_str().unwrap_or("?"),
+            side("usnet"),
+            side("torch"),
+            side("ort"),
+            ratio("torch"),
+            ratio("ort"),
+            goal,
+            met.map_or("-", |m| if m { "yes" } else { "no" })
+        );
     }
-    kinds.dedup();
-    for v in [&mut sandwich, &mut infer_b, &mut infer_w] {
-        v.sort();
-        v.dedup();
+    // Latency scaling: each inference batch size against its w1.0 row.
+    let infer: Vec<(&str, f64, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let name = r["workload"].as_str()?;
+            let (head, w) = name.strip_prefix("infer/")?.rsplit_once("/w")?;
+            Some((head, w.parse::<f64>().ok()?, r["sides"]["usnet"]["spread_s"]["median"].as_f64()?, r["macs"].as_f64()?))
+        })
+        .collect();
+    let mut scaling = String::new();
+    for &(batch, w, t, macs) in &infer {
+        let Some(&(_, _, t1, macs1)) = infer.iter().find(|(b, w1, ..)| *b == batch && *w1 == 1.0) else { continue };
+        let (lat, mac) = (t / t1, macs / macs1);
+        let bound = 1.2 * mac;
+        let met = if batch == "b1" && w >= 0.5 { if lat <= bound { "yes" } else { "no" } } else { "-" };
+        scaling += &format!("| {batch} | {w} | {:.0} | {:.2} | {mac:.3} | {lat:.3} | {bound:.3} | {met} |\n", macs / 1e6, t * 1e3);
     }
-    let mut cmd = Command::new(python);
-    cmd.arg("bench/torch_usnet.py")
-        .args(["--workloads", &kinds.join(",")])
-        .args(["--threads", &args.threads.to_string()])
-        .args(["--warmup", &args.warmup.to_string(), "--repeats", &args.repeats.to_string()]);
-    if !sandwich.is_empty() {
-        cmd.args(["--sandwich-batch", &sandwich.join(",")]);
+    if !scaling.is_empty() {
+        out += "\nLatency scaling (usnet medians; target at batch 1, w >= 0.5: latency(w)/latency(1.0) <= 1.2 x MACs(w)/MACs(1.0)):\n\n";
+        out += "| batch | width | MMACs | usnet ms | MACs(w)/MACs(1.0) | latency(w)/latency(1.0) | bound | met |\n|---|---|---|---|---|---|---|---|\n";
+        out += &scaling;
     }
-    if !infer_b.is_empty() {
-        cmd.args(["--infer-batch", &infer_b.join(","), "--infer-widths", &infer_w.join(",")]);
-    }
-    eprintln!("torch: {}", kinds.join(", "));
-    let out = cmd.output().context("running bench/torch_usnet.py")?;
-    if !out.status.success() {
-        bail!("bench/torch_usnet.py failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    serde_json::from_slice(&out.stdout).context("reading bench/torch_usnet.py's JSON")
+    out
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+}
+
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }

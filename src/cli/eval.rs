@@ -9,7 +9,8 @@ use usnet::checkpoint::resolve;
 use usnet::config::{TrainConfig, TrainingMode};
 use usnet::dataset::{first_batches, ExperimentData};
 use usnet::eval::accuracy;
-use usnet::plot::{write_line_plot, Curve, PlotSpec};
+use usnet::charts::{accuracy_panel, eval_curves, EvalPoint};
+use usnet::plot::{write_figure, Figure};
 use usnet::profile::width_cost;
 use usnet::width::parse_width_list;
 use usnet::{BnStatsSource, CalibratedModel, WidthSpec};
@@ -210,16 +211,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             first.parent().unwrap_or(Path::new(".")).join("eval.png")
         }
     };
-    let mut curves: Vec<Curve> = Vec::new();
-    for r in &rows {
-        let point = (r.macs as f64, r.top1);
-        match curves.iter_mut().find(|c| c.label == r.label) {
-            Some(c) => c.points.push(point),
-            None => curves.push(Curve { label: r.label.clone(), points: vec![point] }),
-        }
+    let mut curves = Vec::new();
+    let mut labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    labels.dedup();
+    for label in labels {
+        let points: Vec<EvalPoint> = rows
+            .iter()
+            .filter(|r| r.label == label)
+            .map(|r| EvalPoint { label: None, width: r.width.clone(), macs: r.macs, top1: r.top1, calibrated_on_demand: r.calibrated_on_demand })
+            .collect();
+        curves.extend(eval_curves(label, &points));
     }
-    let spec = PlotSpec { title: "Top-1 accuracy vs MACs", x_label: "MACs per image", y_label: "top-1 accuracy (%)" };
-    match write_line_plot(&plot_path, &spec, &curves) {
+    let figure = Figure { title: String::new(), panels: vec![accuracy_panel("Top-1 accuracy vs MACs", curves)] };
+    match write_figure(&plot_path, &figure) {
         Ok(()) => eprintln!("wrote {}", plot_path.display()),
         // The default place, beside the checkpoint, may not be writable (a read-only run):
         // the results are printed already, so say so and succeed.

@@ -7,8 +7,10 @@ mod calibrate;
 mod eval;
 mod export;
 mod import;
+mod plot;
 mod profile;
 mod progress;
+mod search;
 mod train;
 
 /// Universally Slimmable Networks: train once, run at any width.
@@ -23,6 +25,8 @@ mod train;
 ///   usnet calibrate --checkpoint runs/fmnist  # BN statistics for the width grid
 ///   usnet eval --checkpoint runs/fmnist --widths 0.35:1.0:0.05 --json runs/fmnist/eval.json
 ///   usnet export --checkpoint runs/fmnist --width 0.5 --output fmnist-0.5.onnx
+///   usnet plot accuracy --output acc.png runs/fmnist/eval.json
+///   usnet curves --output curves.png --run runs/fmnist
 #[derive(Debug, Parser)]
 #[command(name = "usnet", version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
@@ -38,7 +42,11 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Evaluate checkpoints across widths: table, JSON and a top-1 vs MACs plot.
     Eval(eval::EvalArgs),
-    /// Time training, calibration and inference against PyTorch, in the same run.
+    /// Draw charts from eval JSON files (`plot accuracy`: top-1 vs MACs).
+    Plot(plot::PlotArgs),
+    /// Draw training curves of run directories: loss, learning rate, validation top-1.
+    Curves(plot::CurvesArgs),
+    /// Time training, calibration and inference against PyTorch and ONNX Runtime, interleaved.
     Bench(bench::BenchArgs),
     /// Read a checkpoint of the official PyTorch US-Nets into a usnet run directory.
     ///
@@ -56,6 +64,13 @@ pub enum Command {
     ///
     /// Example: usnet profile --arch us_mobilenet_v2 --input-size 224 --widths 1.0,0.75,0.5,0.35
     Profile(profile::ProfileArgs),
+    /// Choose the most accurate width (uniform or per stage) under a budget of MACs or latency.
+    ///
+    /// Scores candidates on the run's validation split, each calibrated for its width, and
+    /// the Pareto front's networks once on the test set at the end.
+    ///
+    /// Example: usnet search --checkpoint runs/default --budget macs=2M --per-stage
+    Search(search::SearchArgs),
 }
 
 /// The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
@@ -105,9 +120,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Calibrate(args) => calibrate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::Curves(args) => plot::curves(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
+        Command::Search(args) => search::run(args),
     }
 }

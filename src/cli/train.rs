@@ -18,6 +18,15 @@ use super::progress::bar;
   usnet train --config configs/cifar10_us_v2.toml --output runs/c10
   usnet train --output runs/c10 --resume        # continue after a crash, same steps
   usnet train --max-steps 20 --output /tmp/smoke
+  mpirun -np 2 usnet train --output runs/dp     # data-parallel, 2 processes (--features mpi)
+  usnet train --ghost-batches 2 --output runs/g # 1 process, trains as `mpirun -np 2` does
+
+Under mpirun (built with --features mpi) every process joins the job: each trains on its
+shard of every batch, the gradients are averaged over all processes, and rank 0 alone
+writes the run directory (which every process must see, for --resume). Each process uses
+cores / (processes on its host) threads unless RAYON_NUM_THREADS is set. A process that
+fails or dies ends the whole job with an error; resume it with the same mpirun line and
+--resume.
 
 On --resume the run's stored config wins: --data-dir and --backend are taken (they change
 no result); a changed schedule (--epochs, --batch-size, or those keys in --config) is refused
@@ -54,6 +63,10 @@ pub struct TrainArgs {
     /// Backend: flex, tch, wgpu or cuda (as built).
     #[arg(long)]
     backend: Option<String>,
+    /// Split each batch into this many chunks, each normalised with its own BN statistics,
+    /// and average their gradients: one process trains as `mpirun -np N` processes do.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    ghost_batches: u16,
 }
 
 /// Loads `--config` (or the default, or on resume the run's own) and applies the
@@ -149,16 +162,68 @@ fn ctrl_c_stop() -> Option<Arc<AtomicBool>> {
     }
 }
 
+/// The number of processes of the MPI job that started this one (OpenMPI's or MPICH's
+/// launcher variables), or `None` outside mpirun.
+fn mpi_job_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    match mpi_job_size() {
+        #[cfg(feature = "mpi")]
+        Some(_) => run_mpi(args),
+        #[cfg(not(feature = "mpi"))]
+        Some(n) if n > 1 => anyhow::bail!(
+            "started by mpirun as one of {n} processes, but this usnet was built without MPI: \
+             build it with `cargo build --release --features mpi` (Debian: apt install libopenmpi-dev openmpi-bin libclang-dev)"
+        ),
+        _ => run_in(args, &mut usnet::collective::SingleProcess),
+    }
+}
+
+/// Joins the MPI job and trains as one of its processes. A process that fails aborts the
+/// job (`MPI_Abort`), so that no peer waits for it; a stop by Ctrl-C, which every process
+/// agreed on, ends normally.
+#[cfg(feature = "mpi")]
+fn run_mpi(args: TrainArgs) -> anyhow::Result<()> {
+    use usnet::collective::Collective;
+    let mut mpi = usnet::collective::Mpi::init()?;
+    let local: usize = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() && local > 1 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Fails only when the pool already exists, which then keeps its size.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads((cores / local).max(1)).build_global();
+    }
+    let (rank, size) = (mpi.rank(), mpi.size());
+    match run_in(args, &mut mpi) {
+        Err(e) if size > 1 && !e.is::<super::Interrupted>() => {
+            eprintln!("error: rank {rank} of {size}: {e:#}; ending the job");
+            mpi.abort(1)
+        }
+        result => result,
+    }
+}
+
+fn run_in(args: TrainArgs, collective: &mut dyn usnet::collective::Collective) -> anyhow::Result<()> {
     let config = resolve_config(&args)?;
+    let root = collective.is_root();
     let stop = ctrl_c_stop();
-    let options = TrainOptions { resume: args.resume, force: args.force, stop: stop.clone() };
+    let options =
+        TrainOptions { resume: args.resume, force: args.force, stop: stop.clone(), ghost_batches: args.ghost_batches.into() };
     let mut progress = Progress { bar: None };
-    let result = usnet::train::train(&config, &args.output, &options, &mut progress);
+    let result = usnet::train::train_with(&config, &args.output, &options, collective, &mut progress);
     if let Some(pb) = &progress.bar {
         pb.finish();
     }
     let ck = result.with_context(|| format!("training into {}", args.output.display()))?;
+    if !root {
+        return match stop.is_some_and(|s| s.load(Ordering::SeqCst)) && !ck.state.finished {
+            true => Err(super::Interrupted.into()),
+            false => Ok(()),
+        };
+    }
     let path = usnet::checkpoint::resolve(&args.output);
     let resume = format!("usnet train --output {} --resume", args.output.display());
     if ck.state.finished {

@@ -47,6 +47,11 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Use only the first `limit` samples of the dataset.
     pub limit: Option<usize>,
+    /// `Some((part, parts))`: each batch holds only its part `part` of `parts`
+    /// ([`crate::collective::shard_range`] of the full batch), for one process of a
+    /// data-parallel job; the batches, their order and each sample's augmentation are those
+    /// of the full batches. Default `None`.
+    pub shard: Option<(usize, usize)>,
 }
 
 impl LoaderConfig {
@@ -60,6 +65,7 @@ impl LoaderConfig {
             workers: 2,
             prefetch: 4,
             limit: None,
+            shard: None,
         }
     }
 
@@ -95,6 +101,11 @@ impl Loader {
                 "batch_size is 0: expected at least 1".into(),
             ));
         }
+        if let Some((part, parts)) = config.shard {
+            if part >= parts {
+                return Err(DataError::Config(format!("shard {part} of {parts}: expected a part below {parts}")));
+            }
+        }
         let sample_shape = transform.output_shape(dataset.channels(), dataset.size())?;
         let num_samples = config.limit.map_or(dataset.len(), |l| l.min(dataset.len()));
         let loader = Self {
@@ -114,6 +125,16 @@ impl Loader {
             )));
         }
         Ok(loader)
+    }
+
+    /// The same loader, its batches cut to part `part` of `parts` ([`LoaderConfig::shard`]).
+    ///
+    /// # Errors
+    ///
+    /// When `part >= parts`.
+    pub fn shard(&self, part: usize, parts: usize) -> Result<Self> {
+        let config = LoaderConfig { shard: Some((part, parts)), ..self.shared.config.clone() };
+        Self::new(self.shared.dataset.clone(), self.shared.transform.clone(), config)
     }
 
     /// Samples used per epoch: `min(limit, dataset.len())`.
@@ -191,7 +212,10 @@ impl Loader {
 impl Shared {
     fn make_batch(&self, order: &[usize], epoch: u64, index: usize) -> Result<Batch> {
         let b = self.config.batch_size;
-        let ids = &order[index * b..((index + 1) * b).min(order.len())];
+        let mut ids = &order[index * b..((index + 1) * b).min(order.len())];
+        if let Some((part, parts)) = self.config.shard {
+            ids = &ids[crate::collective::shard_range(ids.len(), part, parts)];
+        }
         let [c, h, w] = self.sample_shape;
         let per = c * h * w;
         let mut images = vec![0.0f32; ids.len() * per];
@@ -465,6 +489,29 @@ mod tests {
         assert_eq!(l.batch(3, 4).unwrap(), full[4]);
         assert!(l.epoch_from(3, 8).is_err());
         assert!(l.batch(3, 7).is_err());
+    }
+
+    #[test]
+    fn shards_split_each_batch_and_keep_its_augmentation() {
+        let t = Transform::random_crop(1, true, Normalize::unit());
+        let full = collect(Loader::new(toy(26), t.clone(), cfg(8, 5, 2)).unwrap().epoch(1));
+        let parts: Vec<Vec<Batch>> = (0..3)
+            .map(|part| collect(Loader::new(toy(26), t.clone(), LoaderConfig { shard: Some((part, 3)), ..cfg(8, 5, 1) }).unwrap().epoch(1)))
+            .collect();
+        for (k, batch) in full.iter().enumerate() {
+            let per = batch.images.len() / batch.labels.len();
+            let mut images = Vec::new();
+            let mut labels = Vec::new();
+            for part in &parts {
+                images.extend_from_slice(&part[k].images);
+                labels.extend_from_slice(&part[k].labels);
+                assert_eq!(part[k].images.len(), part[k].labels.len() * per);
+            }
+            assert_eq!((&images, &labels), (&batch.images, &batch.labels), "batch {k}: the shards concatenate to it");
+        }
+        // The last batch has 2 samples: part 0 of 3 is empty, as shard_range says.
+        assert_eq!(parts[0].last().unwrap().labels.len(), 0);
+        assert!(Loader::new(toy(26), t, LoaderConfig { shard: Some((3, 3)), ..cfg(8, 5, 1) }).is_err());
     }
 
     #[test]

@@ -63,6 +63,48 @@ impl BnAccumulator {
         });
     }
 
+    /// Adds the batches of every other process of `collective` to this accumulator, so that
+    /// each process holds the statistics of all the job's batches, as one process that saw
+    /// them all would (each slot's count and its count-weighted sums are summed in one
+    /// all-reduce). `channels` are the layers' channel counts at the width accumulated, on
+    /// `device`; a process without batches takes part with zeros.
+    ///
+    /// # Panics
+    ///
+    /// When `channels` does not have one count per layer, or a slot has another count.
+    pub fn all_reduce(&mut self, channels: &[usize], collective: &mut dyn crate::collective::Collective, device: &Device) {
+        assert_eq!(channels.len(), self.slots.len(), "one channel count per BN layer");
+        let mut buf = Vec::with_capacity(channels.iter().map(|c| 1 + 2 * c).sum());
+        for (slot, &c) in self.slots.iter().zip(channels) {
+            match slot {
+                Some((k, s)) => {
+                    let k = *k as f32;
+                    buf.push(k);
+                    for t in [&s.mean, &s.var] {
+                        let values = t.to_data().try_into_vec_as::<f32>().expect("statistics read back as f32");
+                        assert_eq!(values.len(), c, "BN statistics of {} channels, expected {c}", values.len());
+                        buf.extend(values.iter().map(|v| v * k));
+                    }
+                }
+                None => buf.resize(buf.len() + 1 + 2 * c, 0.0),
+            }
+        }
+        collective.all_reduce_sum(&mut buf);
+        let device = &device.clone().inner();
+        let mut rest = &buf[..];
+        for (slot, &c) in self.slots.iter_mut().zip(channels) {
+            let (k, sums) = (rest[0], &rest[1..1 + 2 * c]);
+            rest = &rest[1 + 2 * c..];
+            let batches = k.round() as usize;
+            *slot = (batches > 0).then(|| {
+                let mean = sums[..c].iter().map(|v| v / k).collect::<Vec<f32>>();
+                let var = sums[c..].iter().map(|v| v / k).collect::<Vec<f32>>();
+                let tensor = |v: Vec<f32>| Tensor::from_data(burn::tensor::TensorData::new(v, [c]), device);
+                (batches, BnStat { mean: tensor(mean), var: tensor(var) })
+            });
+        }
+    }
+
     /// Number of batches seen by the first layer.
     pub fn batches(&self) -> usize {
         self.slots.first().and_then(|s| s.as_ref()).map_or(0, |(k, _)| *k)

@@ -4,7 +4,7 @@ mod config;
 mod usnet;
 
 pub use config::{Arch, BlockRow, ModelConfig};
-pub use usnet::{Block, ConvBn, DistinctWidths, LayerPlan, StageWidths, UsNet};
+pub use usnet::{add_first_channels, Block, ConvBn, DistinctWidths, LayerPlan, StageWidths, UsNet};
 
 #[cfg(test)]
 mod tests;

@@ -520,7 +520,7 @@ impl UsNet {
 
 /// `y + x`, where a per-stage spec can give `x` and `y` different channel counts: the
 /// shortcut adds to the first channels they share, as if the narrower one were zero-padded.
-fn add_first_channels(y: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
+pub fn add_first_channels(y: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
     let (cy, cx) = (y.dims()[1], x.dims()[1]);
     if cy == cx {
         y + x

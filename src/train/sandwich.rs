@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 
+use crate::collective::{shard_range, Collective};
 use crate::error::{Error, Result};
 use crate::layers::{BnMode, RunningStats};
 use crate::model::UsNet;
@@ -133,8 +134,19 @@ fn step_with(
     widths: &[WidthSpec],
     options: StepOptions,
     step: u64,
-    mut running: Option<&mut RunningStats>,
+    running: Option<&mut RunningStats>,
 ) -> Result<StepOutput> {
+    check_step(model, &input, labels, widths, options)?;
+    let params = model.params();
+    let mut grads = HashMap::new();
+    let losses = chunk_pass(model, &params, input, labels, widths, options, running, None, &mut grads, Some(step))?;
+    optimizer.step(model, &mut grads, options.lr);
+    Ok(StepOutput { losses })
+}
+
+/// The checks every step makes before running: one label per input, and the max width first
+/// when it is the teacher.
+fn check_step(model: &UsNet, input: &Tensor<4>, labels: &[i64], widths: &[WidthSpec], options: StepOptions) -> Result<()> {
     let batch = input.dims()[0];
     if labels.len() != batch {
         return Err(Error::Shape { what: "labels", expected: format!("[{batch}] (one per input)"), got: vec![labels.len()] });
@@ -148,11 +160,32 @@ fn step_with(
             )));
         }
     }
+    Ok(())
+}
+
+/// Runs every width of `widths` forward and backward on one batch (the sandwich of one
+/// chunk), adding each parameter's gradient of `scale * loss` (of `loss` without `scale`) into
+/// `grads`, and returns each width's loss. BN normalises with this batch's statistics.
+///
+/// A non-finite loss is [`Error::NonFiniteLoss`] when `strict` holds the step's number;
+/// otherwise it is returned as it is and that width's backward is skipped, for the caller to
+/// decide once every process knows.
+#[allow(clippy::too_many_arguments)]
+fn chunk_pass(
+    model: &UsNet,
+    params: &[(String, crate::init::ParamKind, crate::layers::AnyTensor)],
+    input: Tensor<4>,
+    labels: &[i64],
+    widths: &[WidthSpec],
+    options: StepOptions,
+    mut running: Option<&mut RunningStats>,
+    scale: Option<f64>,
+    grads: &mut HashMap<String, Tensor<1>>,
+    strict: Option<u64>,
+) -> Result<Vec<f32>> {
     let device = input.device();
     let num_classes = model.config().num_classes;
     let label_target = label_targets(labels, num_classes, options.label_smoothing, &device)?;
-    let params = model.params();
-    let mut grads: HashMap<String, Tensor<1>> = HashMap::new();
     let mut teacher: Option<Tensor<2>> = None;
     let mut losses = Vec::with_capacity(widths.len());
     for spec in widths {
@@ -170,12 +203,18 @@ fn step_with(
         }
         let loss = soft_cross_entropy(logits, target);
         let value: f32 = loss.clone().inner().into_scalar();
-        if !value.is_finite() {
-            return Err(Error::NonFiniteLoss { width: spec.to_string(), value, step });
-        }
         losses.push(value);
-        let g = loss.backward();
-        for (name, _, p) in &params {
+        if !value.is_finite() {
+            match strict {
+                Some(step) => return Err(Error::NonFiniteLoss { width: spec.to_string(), value, step }),
+                None => continue,
+            }
+        }
+        let g = match scale {
+            Some(s) => loss.mul_scalar(s).backward(),
+            None => loss.backward(),
+        };
+        for (name, _, p) in params {
             if let Some(gp) = p.grad_flat(&g) {
                 let acc = match grads.remove(name) {
                     Some(acc) => acc + gp,
@@ -185,8 +224,135 @@ fn step_with(
             }
         }
     }
+    Ok(losses)
+}
+
+/// How one process takes part in a data-parallel step ([`train_step_parallel`]).
+pub struct Parallel<'a> {
+    /// The job's processes; [`crate::collective::SingleProcess`] for one.
+    pub collective: &'a mut dyn Collective,
+    /// This process's batch is split into this many chunks ([`shard_range`]), each
+    /// normalised with its own BN statistics ("ghost batches"); 1 for none.
+    pub ghost_batches: usize,
+    /// This process asks to stop after this step (Ctrl-C): the step tells every process.
+    pub stop: bool,
+}
+
+/// What a data-parallel step reports, the same on every process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParallelOutput {
+    /// Each width's loss over the global batch (the mean of its chunks' losses, weighted by
+    /// their sizes), in the order of `widths`.
+    pub losses: Vec<f32>,
+    /// Samples in the global batch, over all processes.
+    pub samples: usize,
+    /// Some process asked to stop: every process stops after this step.
+    pub stop: bool,
+    /// Seconds this process spent in the all-reduce (waiting for its peers included).
+    pub all_reduce_secs: f64,
+}
+
+/// One data-parallel iteration of the sandwich rule, on this process's part of the global
+/// batch (`input`, `labels`; possibly empty).
+///
+/// The part is split into `parallel.ghost_batches` chunks; each chunk runs every width of
+/// `widths` as [`train_step`] does (BN statistics of the chunk, the chunk's own teacher).
+/// The gradients of all chunks of all processes are summed in one all-reduce of one flat
+/// buffer, with each chunk weighted by its share of the global batch, so every process
+/// takes the same SGD step with the gradient of the global batch's mean loss. With one
+/// process and one chunk this is exactly [`train_step_tracking`].
+///
+/// Only the first chunk's BN statistics are folded into `running`: rank 0's copy is the
+/// one saved, which a single process with `ghost_batches = R` reproduces (as PyTorch's
+/// DistributedDataParallel keeps rank 0's BN buffers).
+///
+/// # Errors
+///
+/// As [`train_step`]. A non-finite loss on any process is [`Error::NonFiniteLoss`] on every
+/// process, before any update.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_parallel(
+    model: &mut UsNet,
+    optimizer: &mut Sgd,
+    input: Tensor<4>,
+    labels: &[i64],
+    widths: &[WidthSpec],
+    options: StepOptions,
+    step: u64,
+    running: &mut RunningStats,
+    parallel: &mut Parallel<'_>,
+) -> Result<ParallelOutput> {
+    let n = input.dims()[0];
+    let chunks = parallel.ghost_batches.max(1);
+    if chunks == 1 && parallel.collective.size() == 1 {
+        let out = step_with(model, optimizer, input, labels, widths, options, step, Some(running))?;
+        return Ok(ParallelOutput { losses: out.losses, samples: n, stop: parallel.stop, all_reduce_secs: 0.0 });
+    }
+    check_step(model, &input, labels, widths, options)?;
+    let params = model.params();
+    let mut grads = HashMap::new();
+    let mut loss_sums = vec![0.0f32; widths.len()];
+    let mut running = Some(running);
+    for chunk in 0..chunks {
+        let range = shard_range(n, chunk, chunks);
+        if range.is_empty() {
+            continue;
+        }
+        let size = range.len();
+        let x = input.clone().slice([range.clone()]);
+        // Only the first chunk that runs tracks the running statistics.
+        let losses = chunk_pass(model, &params, x, &labels[range], widths, options, running.take(), Some(size as f64), &mut grads, None)?;
+        for (sum, loss) in loss_sums.iter_mut().zip(losses) {
+            *sum += loss * size as f32;
+        }
+    }
+    // One buffer: every parameter's gradient sum, then per parameter whether it had a
+    // gradient, the loss sums, the sample count and the stop flag.
+    let sizes: Vec<usize> = params.iter().map(|(_, _, p)| p.shape().iter().product()).collect();
+    let total: usize = sizes.iter().sum();
+    let mut buf = Vec::with_capacity(total + params.len() + widths.len() + 2);
+    let mut present = Vec::with_capacity(params.len());
+    for ((name, _, _), &size) in params.iter().zip(&sizes) {
+        match grads.remove(name) {
+            Some(g) => {
+                buf.extend_from_slice(&g.into_data().try_into_vec_as::<f32>().expect("gradients read back as f32"));
+                present.push(1.0);
+            }
+            None => {
+                buf.resize(buf.len() + size, 0.0);
+                present.push(0.0);
+            }
+        }
+    }
+    buf.extend_from_slice(&present);
+    buf.extend_from_slice(&loss_sums);
+    buf.push(n as f32);
+    buf.push(if parallel.stop { 1.0 } else { 0.0 });
+    let t0 = std::time::Instant::now();
+    parallel.collective.all_reduce_sum(&mut buf);
+    let all_reduce_secs = t0.elapsed().as_secs_f64();
+
+    let tail = &buf[total..];
+    let (present, tail) = tail.split_at(params.len());
+    let (loss_sums, tail) = tail.split_at(widths.len());
+    let samples = tail[0].round() as usize;
+    let stop = tail[1] > 0.0;
+    let scale = 1.0 / samples.max(1) as f32;
+    let losses: Vec<f32> = loss_sums.iter().map(|s| s * scale).collect();
+    if let Some((spec, &value)) = widths.iter().zip(&losses).find(|(_, l)| !l.is_finite()) {
+        return Err(Error::NonFiniteLoss { width: spec.to_string(), value, step });
+    }
+    let device = input.device().inner();
+    let mut offset = 0;
+    for (((name, _, _), &size), &had) in params.iter().zip(&sizes).zip(present) {
+        if had > 0.0 {
+            let values: Vec<f32> = buf[offset..offset + size].iter().map(|g| g * scale).collect();
+            grads.insert(name.clone(), Tensor::from_data(TensorData::new(values, [size]), &device));
+        }
+        offset += size;
+    }
     optimizer.step(model, &mut grads, options.lr);
-    Ok(StepOutput { losses })
+    Ok(ParallelOutput { losses, samples, stop, all_reduce_secs })
 }
 
 #[cfg(test)]

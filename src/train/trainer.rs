@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use serde::Serialize;
 
 use crate::checkpoint::{Checkpoint, TrainState, FILE_NAME};
+use crate::collective::{Collective, SingleProcess};
 use crate::config::{TrainConfig, TrainingMode};
 use crate::dataset::{images, ExperimentData};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::model::UsNet;
 use crate::run_lock::RunLock;
 use crate::train::resume::resume_config;
 use crate::layers::RunningStats;
-use crate::train::sandwich::{train_step_tracking, StepOptions, WidthSampler};
+use crate::train::sandwich::{train_step_parallel, Parallel, StepOptions, WidthSampler};
 use crate::train::sgd::Sgd;
 use crate::width::WidthSpec;
 
@@ -35,9 +36,14 @@ pub struct StepReport {
     pub lr: f64,
     /// `(width, loss)` for each width trained this iteration.
     pub losses: Vec<(String, f32)>,
+    /// Images of the global batch (all processes) per second of this iteration.
     pub images_per_sec: f64,
     /// Seconds since this process started training.
     pub elapsed: f64,
+    /// Seconds of this iteration, and of them the gradient all-reduce's (0 in one process
+    /// without ghost batches, where there is none).
+    pub step_secs: f64,
+    pub all_reduce_secs: f64,
 }
 
 /// Where a run writes.
@@ -136,8 +142,13 @@ pub struct TrainOptions {
     /// On resume, take a changed schedule or optimizer setting instead of refusing it.
     pub force: bool,
     /// When set (by a Ctrl-C handler, say), the run stops after the current iteration, saves
-    /// a checkpoint it can resume from, and returns it unfinished.
+    /// a checkpoint it can resume from, and returns it unfinished. In a job of several
+    /// processes, any process's flag stops them all after the same iteration.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Split each process's batch into this many chunks, each normalised with its own BN
+    /// statistics, and average their gradients ([`crate::train::train_step_parallel`]): one
+    /// process with `ghost_batches = R` trains as `R` processes do. 0 or 1: none.
+    pub ghost_batches: usize,
 }
 
 /// What [`train`] reports as it goes; every method does nothing by default (`()` ignores all).
@@ -280,19 +291,61 @@ fn start_or_resume(
 /// non-finite parameters at a save ([`Error::Diverged`]); after either of the last two the
 /// last good checkpoint stays as it was.
 pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &mut dyn TrainEvents) -> Result<Checkpoint> {
+    train_with(config, dir, options, &mut SingleProcess, events)
+}
+
+/// [`train`] as one process of a data-parallel job: every process of `collective` calls it
+/// with the same config, directory and options.
+///
+/// Every process builds the same model (or loads the same checkpoint: `dir` must be one
+/// directory all of them see), draws the same widths, and trains on its shard of each
+/// global batch ([`crate::train::train_step_parallel`]); the gradients are averaged, so
+/// every process holds the same parameters after each iteration. Rank 0 alone locks the
+/// directory, writes files, validates and reports to `events`.
+///
+/// # Errors
+///
+/// As [`train`], on the process that meets them, and [`Error::InvalidConfig`] when the batch
+/// is smaller than `processes * ghost_batches`. A process that fails must end the job
+/// (`MPI_Abort`), or its peers wait for it.
+pub fn train_with(
+    config: &TrainConfig,
+    dir: &Path,
+    options: &TrainOptions,
+    collective: &mut dyn Collective,
+    events: &mut dyn TrainEvents,
+) -> Result<Checkpoint> {
+    let root = collective.is_root();
+    let mut quiet = ();
+    let events: &mut dyn TrainEvents = if root { events } else { &mut quiet };
     let paths = RunPaths { dir: dir.to_path_buf() };
-    let _lock = RunLock::acquire(dir)?;
+    let _lock = if root { Some(RunLock::acquire(dir)?) } else { None };
     let device = crate::device::device(config.backend.as_deref())?;
     let Start { config, mut model, mut sgd, mut state, mut running } = match start_or_resume(config, &paths, options, events, &device)? {
         Ok(start) => start,
         Err(finished) => return Ok(finished),
     };
-    crate::atomic_file::write_atomic(&paths.config(), config.to_toml().as_bytes())
-        .map_err(|source| Error::Io { path: paths.config(), source })?;
-    let mut metrics = open_metrics(&paths.metrics(), state.step)?;
-    let mut validation_log = open_metrics(&paths.validation(), state.step)?;
+    let (processes, ghost_batches) = (collective.size(), options.ghost_batches.max(1));
+    if config.batch_size < processes * ghost_batches {
+        return Err(Error::InvalidConfig(format!(
+            "batch_size {} cannot be split among {processes} process(es) x {ghost_batches} ghost batch(es): \
+             use a batch of at least {}",
+            config.batch_size,
+            processes * ghost_batches
+        )));
+    }
+    let (mut metrics, mut validation_log) = if root {
+        crate::atomic_file::write_atomic(&paths.config(), config.to_toml().as_bytes())
+            .map_err(|source| Error::Io { path: paths.config(), source })?;
+        (Some(open_metrics(&paths.metrics(), state.step)?), Some(open_metrics(&paths.validation(), state.step)?))
+    } else {
+        (None, None)
+    };
 
-    let data = ExperimentData::load(&config)?;
+    let mut data = ExperimentData::load(&config)?;
+    if processes > 1 {
+        data.train = data.train.shard(collective.rank(), processes)?;
+    }
     let schedule = Schedule::new(&config, data.train.batches_per_epoch() as u64)?;
     model = model.into_trainable();
     let options_at = |lr| StepOptions {
@@ -300,10 +353,17 @@ pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &
         label_smoothing: config.label_smoothing,
         lr,
     };
-    let stopped = || options.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    let stop_requested = || options.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
+    // With several processes, a stop is what the last step agreed on, so that all stop after
+    // the same iteration.
+    let agreed_stop = std::cell::Cell::new(false);
+    let stopped = || if processes > 1 { agreed_stop.get() } else { stop_requested() };
     // The step of the checkpoint on disk, if any: what a refused save leaves in place.
     let saved = std::cell::Cell::new(options.resume.then_some(state.step));
     let save = |model: &UsNet, sgd: &Sgd, running: &RunningStats, state: TrainState| -> Result<()> {
+        if !root {
+            return Ok(());
+        }
         let ck = Checkpoint {
             config: config.clone(),
             state,
@@ -347,7 +407,19 @@ pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &
             let lr = schedule.lr(&config, state.step);
             let x = images(&batch, &device);
             // Counted from 1 in messages, as the progress output counts.
-            let out = train_step_tracking(&mut model, &mut sgd, x, &batch.labels, &widths, options_at(lr), state.step + 1, &mut running)?;
+            let mut parallel = Parallel { collective: &mut *collective, ghost_batches, stop: stop_requested() };
+            let out = train_step_parallel(
+                &mut model,
+                &mut sgd,
+                x,
+                &batch.labels,
+                &widths,
+                options_at(lr),
+                state.step + 1,
+                &mut running,
+                &mut parallel,
+            )?;
+            agreed_stop.set(out.stop);
             state.step += 1;
             state.batch += 1;
             let report = StepReport {
@@ -356,12 +428,16 @@ pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &
                 epoch,
                 lr,
                 losses: widths.iter().map(WidthSpec::short).zip(out.losses).collect(),
-                images_per_sec: batch.labels.len() as f64 / t0.elapsed().as_secs_f64(),
+                images_per_sec: out.samples as f64 / t0.elapsed().as_secs_f64(),
                 elapsed: started.elapsed().as_secs_f64(),
+                step_secs: t0.elapsed().as_secs_f64(),
+                all_reduce_secs: out.all_reduce_secs,
             };
-            writeln!(metrics, "{}", serde_json::to_string(&report).expect("reports serialise"))
-                .and_then(|_| metrics.flush())
-                .map_err(|source| Error::Io { path: paths.metrics(), source })?;
+            if let Some(metrics) = &mut metrics {
+                writeln!(metrics, "{}", serde_json::to_string(&report).expect("reports serialise"))
+                    .and_then(|_| metrics.flush())
+                    .map_err(|source| Error::Io { path: paths.metrics(), source })?;
+            }
             events.step(&report);
             if stopped() {
                 break 'epochs;
@@ -374,11 +450,13 @@ pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &
         if state.batch as u64 >= schedule.per_epoch {
             state.epoch += 1;
             state.batch = 0;
-            for row in validate(&config, &model, &data, state.step, state.epoch)? {
-                events.validation(&row);
-                writeln!(validation_log, "{}", serde_json::to_string(&row).expect("rows serialise"))
-                    .and_then(|_| validation_log.flush())
-                    .map_err(|source| Error::Io { path: paths.validation(), source })?;
+            if let Some(validation_log) = &mut validation_log {
+                for row in validate(&config, &model, &data, state.step, state.epoch)? {
+                    events.validation(&row);
+                    writeln!(validation_log, "{}", serde_json::to_string(&row).expect("rows serialise"))
+                        .and_then(|_| validation_log.flush())
+                        .map_err(|source| Error::Io { path: paths.validation(), source })?;
+                }
             }
             if state.step < schedule.stop_at && !stopped() {
                 save(&model, &sgd, &running, state)?;
@@ -389,6 +467,11 @@ pub fn train(config: &TrainConfig, dir: &Path, options: &TrainOptions, events: &
     state.finished = state.step >= schedule.total;
     if state.step > start_step || saved.get().is_none() || state.finished != was_finished {
         save(&model, &sgd, &running, state)?;
+    }
+    if processes > 1 {
+        // The processes finish together: none exits (or, failing, aborts the job) while
+        // rank 0 is still writing the last checkpoint.
+        collective.all_reduce_sum(&mut [0.0]);
     }
     Ok(Checkpoint {
         config,

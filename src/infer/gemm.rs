@@ -1,0 +1,240 @@
+//! Packed gemm with a fused epilogue: `c = act(a @ b + bias) (+ residual)`, the form of
+//! every 1x1 convolution, the im2col'd stem and the classifier of an inference plan.
+
+use rayon::prelude::*;
+
+use super::simd::{self, GemmCall, Isa};
+
+/// A `[k, n]` right-hand operand packed once for one instruction set's micro-kernel: panels
+/// of `nr` columns, each `k` rows of `nr` contiguous values, zero past column `n`, 64-byte
+/// aligned.
+pub(crate) struct PackedB {
+    data: Vec<f32>,
+    offset: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
+    pub(crate) nv: usize,
+    pub(crate) isa: Isa,
+}
+
+impl std::fmt::Debug for PackedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedB {{ k: {}, n: {}, nr: {}, {:?} }}", self.k, self.n, self.nr(), self.isa)
+    }
+}
+
+impl PackedB {
+    /// Packs the `[k, n]` matrix whose entry `(kk, j)` is `at(kk, j)`.
+    pub(crate) fn new(isa: Isa, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Self {
+        let lanes = isa.lanes();
+        // Two vectors per row of the tile, unless one wastes fewer padded columns.
+        let padded = |nr: usize| n.div_ceil(nr) * nr;
+        let nv = if padded(lanes) < padded(2 * lanes) { 1 } else { 2 };
+        let nr = nv * lanes;
+        let panels = n.div_ceil(nr);
+        let len = panels * k * nr;
+        let mut data = vec![0.0f32; len + 16];
+        let offset = data.as_ptr().align_offset(64).min(15);
+        for p in 0..panels {
+            for kk in 0..k {
+                let row = &mut data[offset + (p * k + kk) * nr..][..nr];
+                for (jj, v) in row.iter_mut().enumerate() {
+                    let j = p * nr + jj;
+                    if j < n {
+                        *v = at(kk, j);
+                    }
+                }
+            }
+        }
+        PackedB { data, offset, k, n, nv, isa }
+    }
+
+    /// Columns per panel.
+    pub(crate) fn nr(&self) -> usize {
+        self.nv * self.isa.lanes()
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(self.nr())
+    }
+
+    fn values(&self) -> &[f32] {
+        &self.data[self.offset..]
+    }
+}
+
+/// The residual of a gemm's epilogue: `res[row * ld + col]` for `col < cols`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Residual<'a> {
+    pub values: &'a [f32],
+    pub ld: usize,
+    pub cols: usize,
+}
+
+/// `c[row * ldc + col] = act(a[row * lda ..][..k] @ b + bias) + residual` for `m` rows, where
+/// `act` clamps to `[0, 6]` when `relu6` (before the residual is added).
+///
+/// Spreads rows (and, for few rows, panels) over the rayon pool when `parallel` and the
+/// product is large enough to pay for it.
+///
+/// # Panics
+///
+/// When a buffer is shorter than the shapes say, or `b` was packed for another instruction
+/// set (checked once per call, before any kernel runs).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias: &[f32], relu6: bool, res: Option<Residual<'_>>, c: &mut [f32], ldc: usize, parallel: bool) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert_eq!(b.isa, isa, "gemm: operand packed for another instruction set");
+    assert!(lda >= k && a.len() >= (m - 1) * lda + k, "gemm: lhs too small");
+    assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: destination too small");
+    assert!(bias.len() >= n, "gemm: bias too small");
+    if let Some(r) = &res {
+        assert!(r.cols <= n && r.ld >= r.cols && r.values.len() >= (m - 1) * r.ld + r.cols, "gemm: residual too small");
+    }
+    if k == 0 {
+        for row in 0..m {
+            for col in 0..n {
+                let mut v = bias[col];
+                if relu6 {
+                    v = v.clamp(0.0, 6.0);
+                }
+                if let Some(r) = &res
+                    && col < r.cols
+                {
+                    v += r.values[row * r.ld + col];
+                }
+                c[row * ldc + col] = v;
+            }
+        }
+        return;
+    }
+    // Depth per pass: the whole of `k` when a panel's rows fit L1 beside the tile's rows.
+    let kc = if k <= 384 { k } else { k.div_ceil(k.div_ceil(256)) };
+    let call = GemmCall {
+        a: a.as_ptr(),
+        lda,
+        k,
+        n,
+        b: b.values().as_ptr(),
+        nv: b.nv,
+        kc,
+        bias: bias.as_ptr(),
+        relu6,
+        res: res.map_or(std::ptr::null(), |r| r.values.as_ptr()),
+        ldres: res.map_or(0, |r| r.ld),
+        res_cols: res.map_or(0, |r| r.cols),
+        c: c.as_mut_ptr(),
+        ldc,
+    };
+    let panels = b.panels();
+    let threads = rayon::current_num_threads();
+    if !parallel || threads < 2 || m * n * k < 1 << 16 {
+        // SAFETY: the asserts above bound every row, panel and column the kernels touch.
+        unsafe { simd::gemm(isa, &call, 0, m, 0, panels) };
+        return;
+    }
+    let mr = isa.mr(b.nv);
+    let tiles = m.div_ceil(mr);
+    let want = 4 * threads;
+    let row_groups = tiles.min(want);
+    let panel_groups = want.div_ceil(row_groups).min(panels);
+    let tiles_per_group = tiles.div_ceil(row_groups);
+    let panels_per_group = panels.div_ceil(panel_groups);
+    let shared = Shared(call);
+    (0..row_groups * panel_groups).into_par_iter().for_each(|t| {
+        let (rg, pg) = (t / panel_groups, t % panel_groups);
+        let m0 = (rg * tiles_per_group * mr).min(m);
+        let m1 = ((rg + 1) * tiles_per_group * mr).min(m);
+        let p0 = (pg * panels_per_group).min(panels);
+        let p1 = ((pg + 1) * panels_per_group).min(panels);
+        if m0 < m1 && p0 < p1 {
+            // SAFETY: as above; tasks write disjoint rows x panels of `c`.
+            unsafe { simd::gemm(isa, shared.get(), m0, m1, p0, p1) };
+        }
+    });
+}
+
+/// A kernel call shared by the tasks of one parallel loop, which write disjoint parts of its
+/// output.
+pub(super) struct Shared<T>(pub T);
+// SAFETY: the pointers are only read, except the output, which each task writes in its own
+// part; the buffers outlive the parallel loop that uses the value.
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The value (a method, so that closures capture the whole `Shared`, not its field).
+    pub(super) fn get(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `act(a @ b + bias) + res` in f64.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(a: &[f32], lda: usize, m: usize, k: usize, n: usize, b: &[f32], bias: &[f32], relu6: bool, res: Option<(&[f32], usize, usize)>) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = f64::from(bias[j]);
+                for kk in 0..k {
+                    s += f64::from(a[i * lda + kk]) * f64::from(b[kk * n + j]);
+                }
+                if relu6 {
+                    s = s.clamp(0.0, 6.0);
+                }
+                if let Some((r, ld, cols)) = res
+                    && j < cols
+                {
+                    s += f64::from(r[i * ld + j]);
+                }
+                out[i * n + j] = s;
+            }
+        }
+        out
+    }
+
+    fn values(seed: u64, len: usize) -> Vec<f32> {
+        crate::init::counter_input("infer.gemm", seed, len)
+    }
+
+    /// Every instruction set, odd sizes (tails of rows, of vectors and of panels), several
+    /// `kc` passes, the residual cut short, and the parallel path.
+    #[test]
+    fn gemm_matches_its_definition() {
+        let shapes = [(1, 1, 1), (5, 3, 7), (13, 27, 24), (29, 40, 17), (50, 9, 48), (31, 700, 33), (300, 96, 160), (64, 1000, 40)];
+        for isa in Isa::available() {
+            for (si, &(m, k, n)) in shapes.iter().enumerate() {
+                for relu6 in [false, true] {
+                    for with_res in [false, true] {
+                        for parallel in [false, true] {
+                            let lda = k + si % 3;
+                            let a = values(si as u64, (m - 1) * lda + k);
+                            let bm = values(100 + si as u64, k * n);
+                            let bias = values(200 + si as u64, n);
+                            let (ld, cols) = (n + 2, n.saturating_sub(5).max(1));
+                            let r = values(300 + si as u64, m * ld);
+                            let res = with_res.then_some(Residual { values: &r, ld, cols });
+                            let packed = PackedB::new(isa, k, n, |kk, j| bm[kk * n + j]);
+                            let mut c = vec![f32::NAN; m * (n + 1)];
+                            gemm(isa, &a, lda, m, &packed, &bias, relu6, res, &mut c, n + 1, parallel);
+                            let want = reference(&a, lda, m, k, n, &bm, &bias, relu6, with_res.then_some((&r[..], ld, cols)));
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let (g, w) = (f64::from(c[i * (n + 1) + j]), want[i * n + j]);
+                                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt(), "{isa:?} {m}x{k}x{n} relu6={relu6} res={with_res} par={parallel} [{i},{j}]: {g} vs {w}");
+                                }
+                                assert!(c[i * (n + 1) + n].is_nan(), "{isa:?}: wrote past the row");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

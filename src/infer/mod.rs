@@ -1,0 +1,458 @@
+//! The inference engine: one width of a US-Net compiled into a plan that runs on the CPU
+//! without burn.
+//!
+//! [`InferencePlan::new`] takes a [`FixedNet`] and, once, folds every batch norm into its
+//! conv, packs the weights for the micro-kernels of this CPU's instruction set
+//! ([`simd::Isa`]), and assigns each activation to one of a few reusable buffers. A call of
+//! [`InferencePlan::forward`] then runs, in NHWC layout:
+//!
+//! - a 1x1 conv as one packed gemm over all pixels, with bias, ReLU6 and the residual add of
+//!   an inverted-residual block fused into the pass that stores the result;
+//! - a depthwise conv as direct loops vectorised over channels, bias and ReLU6 fused;
+//! - any other conv (the stem) as im2col and the same gemm;
+//! - global average pooling and the classifier (a gemm with bias).
+//!
+//! Activation buffers live in workspaces that the plan keeps between calls. A batch with at
+//! least two images per thread runs images in parallel (each thread its own workspace, cache
+//! sized); a smaller batch spreads each layer over the threads. The thread count is rayon's
+//! (`RAYON_NUM_THREADS`).
+//!
+//! [`crate::CalibratedModel::forward`] runs through a plan per width on the Flex backend.
+
+mod gemm;
+pub mod simd;
+
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::fixed::{FixedConv, FixedNet};
+use crate::width::WidthSpec;
+use gemm::{PackedB, Residual, Shared};
+use simd::{DwCall, Isa};
+
+/// Whether [`crate::CalibratedModel::forward`] uses an inference plan on Flex: yes, unless
+/// the environment sets `USNET_ENGINE=0` (burn's eval-mode forward, for comparison).
+pub fn enabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*OFF.get_or_init(|| std::env::var("USNET_ENGINE").is_ok_and(|v| v == "0"))
+}
+
+/// How a layer computes.
+enum Op {
+    /// 1x1, stride 1: a gemm straight on the NHWC input.
+    Pointwise(PackedB),
+    /// Any other dense conv: im2col (`(ky, kx, c_in)` per row), then a gemm.
+    Dense(PackedB),
+    /// One filter per channel, weights `[k * k][c]`.
+    Depthwise(Vec<f32>),
+}
+
+/// One conv with its batch norm folded in.
+struct Layer {
+    op: Op,
+    c_out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    bias: Vec<f32>,
+    relu6: bool,
+    /// Index of the layer whose output is added after this one's activation.
+    shortcut: Option<usize>,
+}
+
+impl Layer {
+    fn new(isa: Isa, conv: &FixedConv) -> Self {
+        let (w, bias) = conv.folded();
+        let (k, c_in, c_out) = (conv.kernel, conv.c_in, conv.c_out);
+        let op = if conv.depthwise {
+            let kk = k * k;
+            let mut wt = vec![0.0; kk * c_out];
+            for ch in 0..c_out {
+                for t in 0..kk {
+                    wt[t * c_out + ch] = w[ch * kk + t];
+                }
+            }
+            Op::Depthwise(wt)
+        } else if k == 1 && conv.stride == 1 {
+            Op::Pointwise(PackedB::new(isa, c_in, c_out, |ci, co| w[co * c_in + ci]))
+        } else {
+            Op::Dense(PackedB::new(isa, k * k * c_in, c_out, |row, co| {
+                let (tap, ci) = (row / c_in, row % c_in);
+                w[(co * c_in + ci) * k * k + tap]
+            }))
+        };
+        Layer { op, c_out, kernel: k, stride: conv.stride, pad: conv.padding(), bias, relu6: conv.relu6, shortcut: conv.shortcut }
+    }
+
+    fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+}
+
+/// The activation buffers of one run, kept by the plan between calls.
+#[derive(Default)]
+struct Workspace {
+    slots: Vec<Vec<f32>>,
+    col: Vec<f32>,
+    pooled: Vec<f32>,
+}
+
+/// One width of a US-Net, ready to run: folded, packed weights and a buffer plan.
+pub struct InferencePlan {
+    spec: WidthSpec,
+    isa: Isa,
+    input_channels: usize,
+    layers: Vec<Layer>,
+    classifier: PackedB,
+    classifier_bias: Vec<f32>,
+    /// The buffer that holds value `v`: the input (`v = 0`) or the output of layer `v - 1`.
+    slot_of: Vec<usize>,
+    slots: usize,
+    workspaces: Mutex<Vec<Workspace>>,
+}
+
+impl std::fmt::Debug for InferencePlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferencePlan").field("spec", &self.spec.to_string()).field("isa", &self.isa).field("layers", &self.layers.len()).field("buffers", &self.slots).finish()
+    }
+}
+
+impl InferencePlan {
+    /// The plan of `net` on this CPU's best instruction set ([`Isa::detect`]).
+    ///
+    /// # Errors
+    ///
+    /// A network this engine cannot run: a shortcut that does not come from an earlier
+    /// layer, or a depthwise layer whose input and output channels differ.
+    pub fn new(net: &FixedNet) -> Result<Self> {
+        Self::with_isa(net, Isa::detect())
+    }
+
+    /// The plan of `net` on `isa`, which must be one of [`Isa::available`].
+    ///
+    /// # Errors
+    ///
+    /// As [`InferencePlan::new`], and an instruction set this CPU lacks.
+    pub fn with_isa(net: &FixedNet, isa: Isa) -> Result<Self> {
+        if !Isa::available().contains(&isa) {
+            return Err(Error::InvalidConfig(format!("this CPU cannot run the {isa:?} kernels")));
+        }
+        let mut c = net.input_channels;
+        for (i, conv) in net.convs.iter().enumerate() {
+            let bad = conv.c_in != c || (conv.depthwise && conv.c_out != conv.c_in) || conv.shortcut.is_some_and(|s| s >= i) || conv.kernel == 0 || conv.stride == 0;
+            if bad {
+                return Err(Error::InvalidConfig(format!("inference plan of width {}: layer {} ({}) is not a chain conv this engine runs", net.spec, i, conv.name)));
+            }
+            c = conv.c_out;
+        }
+        if net.classifier.c_in != c {
+            return Err(Error::InvalidConfig(format!("inference plan of width {}: the classifier takes {} channels, the features have {c}", net.spec, net.classifier.c_in)));
+        }
+        let layers: Vec<Layer> = net.convs.iter().map(|conv| Layer::new(isa, conv)).collect();
+        let lin = &net.classifier;
+        let classifier = PackedB::new(isa, lin.c_in, lin.c_out, |ci, co| lin.weight[co * lin.c_in + ci]);
+        let (slot_of, slots) = assign_buffers(&layers);
+        Ok(InferencePlan {
+            spec: net.spec.clone(),
+            isa,
+            input_channels: net.input_channels,
+            layers,
+            classifier,
+            classifier_bias: lin.bias.clone(),
+            slot_of,
+            slots,
+            workspaces: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The width this plan runs.
+    pub fn spec(&self) -> &WidthSpec {
+        &self.spec
+    }
+
+    /// Logits per class.
+    pub fn num_classes(&self) -> usize {
+        self.classifier.n
+    }
+
+    /// Logits `[n, classes]` (row-major) of `input` (`[n, c, h, w]`, row-major, NCHW).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] when `input` does not have `shape`'s length or the model's channels,
+    /// or an image too small for a kernel.
+    pub fn forward(&self, input: &[f32], shape: [usize; 4]) -> Result<Vec<f32>> {
+        let [n, c, h, w] = shape;
+        let shape_error = || Error::Shape {
+            what: "inference input",
+            expected: format!("[batch >= 1, {}, h >= 1, w >= 1] with as many values", self.input_channels),
+            got: shape.to_vec(),
+        };
+        let len = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(shape_error)?;
+        if c != self.input_channels || input.len() != len || n == 0 || h == 0 || w == 0 {
+            return Err(shape_error());
+        }
+        let (mut hh, mut ww) = (h, w);
+        for layer in &self.layers {
+            if hh + 2 * layer.pad < layer.kernel || ww + 2 * layer.pad < layer.kernel {
+                return Err(Error::Shape { what: "inference input (too small for a kernel)", expected: format!("an image of at least {}x{} pixels", layer.kernel, layer.kernel), got: shape.to_vec() });
+            }
+            (hh, ww) = (layer.out_size(hh), layer.out_size(ww));
+        }
+        let classes = self.num_classes();
+        let mut logits = vec![0.0f32; n * classes];
+        let threads = rayon::current_num_threads();
+        let image = c * h * w;
+        // Images per task when images run in parallel: enough pixels to fill the kernels.
+        let per_task = (4096 / (h * w)).max(1);
+        if threads > 1 && n >= 2 * threads && n.div_ceil(per_task) >= threads {
+            input.par_chunks(per_task * image).zip(logits.par_chunks_mut(per_task * classes)).for_each(|(x, out)| {
+                let mut ws = self.take_workspace();
+                self.run(&mut ws, x, x.len() / image, h, w, false, out);
+                self.return_workspace(ws);
+            });
+        } else {
+            // The whole run on a worker of the pool: each layer's parallel loop is then a join
+            // among workers, not a hand-off from an outside thread that sleeps until it ends.
+            rayon::scope(|_| {
+                let mut ws = self.take_workspace();
+                self.run(&mut ws, input, n, h, w, threads > 1, &mut logits);
+                self.return_workspace(ws);
+            });
+        }
+        Ok(logits)
+    }
+
+    fn take_workspace(&self) -> Workspace {
+        self.workspaces.lock().map(|mut v| v.pop()).ok().flatten().unwrap_or_default()
+    }
+
+    fn return_workspace(&self, ws: Workspace) {
+        if let Ok(mut v) = self.workspaces.lock() {
+            v.push(ws);
+        }
+    }
+
+    /// The logits of `n` images of `input` into `out`, with `ws`'s buffers; `parallel`
+    /// spreads each layer over the pool.
+    #[allow(clippy::too_many_arguments)]
+    fn run(&self, ws: &mut Workspace, input: &[f32], n: usize, h: usize, w: usize, parallel: bool, out: &mut [f32]) {
+        let isa = self.isa;
+        // Sizes (per batch) of every value and of the im2col buffer, then grow the buffers.
+        let mut dims = Vec::with_capacity(self.layers.len() + 1);
+        dims.push([h, w, self.input_channels]);
+        let mut col_len = 0;
+        for layer in &self.layers {
+            let [hh, ww, _] = dims[dims.len() - 1];
+            let (oh, ow) = (layer.out_size(hh), layer.out_size(ww));
+            if let Op::Dense(b) = &layer.op {
+                col_len = col_len.max(n * oh * ow * b.k);
+            }
+            dims.push([oh, ow, layer.c_out]);
+        }
+        ws.slots.resize_with(self.slots, Vec::new);
+        for (v, d) in dims.iter().enumerate() {
+            let need = n * d[0] * d[1] * d[2];
+            let slot = &mut ws.slots[self.slot_of[v]];
+            if slot.len() < need {
+                slot.resize(need, 0.0);
+            }
+        }
+        if ws.col.len() < col_len {
+            ws.col.resize(col_len, 0.0);
+        }
+
+        let c = self.input_channels;
+        let plane = h * w;
+        let x0 = &mut ws.slots[self.slot_of[0]];
+        for b in 0..n {
+            let img = &input[b * c * plane..(b + 1) * c * plane];
+            let dst = &mut x0[b * plane * c..(b + 1) * plane * c];
+            for (p, px) in dst.chunks_exact_mut(c).enumerate() {
+                for (ch, v) in px.iter_mut().enumerate() {
+                    *v = img[ch * plane + p];
+                }
+            }
+        }
+
+        for (i, layer) in self.layers.iter().enumerate() {
+            let [hh, ww, ci] = dims[i];
+            let [oh, ow, co] = dims[i + 1];
+            let mut y = std::mem::take(&mut ws.slots[self.slot_of[i + 1]]);
+            let x = &ws.slots[self.slot_of[i]][..n * hh * ww * ci];
+            let res = layer.shortcut.map(|s| {
+                let [_, _, cs] = dims[s + 1];
+                assert_eq!(dims[s + 1][..2], dims[i + 1][..2], "a shortcut joins maps of one size");
+                Residual { values: &ws.slots[self.slot_of[s + 1]][..n * oh * ow * cs], ld: cs, cols: cs.min(co) }
+            });
+            let rows = n * oh * ow;
+            match &layer.op {
+                Op::Pointwise(b) => gemm::gemm(isa, x, ci, rows, b, &layer.bias, layer.relu6, res, &mut y, co, parallel),
+                Op::Dense(b) => {
+                    im2col(x, [n, hh, ww, ci], layer, [oh, ow], &mut ws.col, parallel);
+                    gemm::gemm(isa, &ws.col, b.k, rows, b, &layer.bias, layer.relu6, res, &mut y, co, parallel);
+                }
+                Op::Depthwise(wt) => {
+                    depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], &mut y, parallel);
+                    if let Some(r) = res {
+                        add_residual(&mut y[..rows * co], co, r);
+                    }
+                }
+            }
+            ws.slots[self.slot_of[i + 1]] = y;
+        }
+
+        // Global average pooling, then the classifier.
+        let [hf, wf, cf] = dims[self.layers.len()];
+        let feats = &ws.slots[self.slot_of[self.layers.len()]];
+        ws.pooled.resize(n * cf, 0.0);
+        let inv = 1.0 / (hf * wf) as f32;
+        for b in 0..n {
+            let pooled = &mut ws.pooled[b * cf..(b + 1) * cf];
+            pooled.fill(0.0);
+            for px in feats[b * hf * wf * cf..(b + 1) * hf * wf * cf].chunks_exact(cf) {
+                for (s, v) in pooled.iter_mut().zip(px) {
+                    *s += v;
+                }
+            }
+            pooled.iter_mut().for_each(|s| *s *= inv);
+        }
+        let classes = self.num_classes();
+        gemm::gemm(isa, &ws.pooled, cf, n, &self.classifier, &self.classifier_bias, false, None, out, classes, parallel);
+    }
+}
+
+/// Gives every value (the input, then each layer's output) a buffer, reusing a buffer once
+/// its value has no reader left: `(buffer of each value, buffer count)`.
+fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
+    let values = layers.len() + 1;
+    // The last layer that reads each value (the pooling reads the last as "layer L").
+    let mut last_use: Vec<usize> = (0..values).collect();
+    for (i, layer) in layers.iter().enumerate() {
+        if let Some(s) = layer.shortcut {
+            last_use[s + 1] = last_use[s + 1].max(i);
+        }
+    }
+    let mut slot_of = vec![0; values];
+    let mut holder: Vec<usize> = vec![0];
+    for i in 0..layers.len() {
+        let free = holder.iter().position(|&v| last_use[v] < i);
+        let slot = free.unwrap_or_else(|| {
+            holder.push(0);
+            holder.len() - 1
+        });
+        holder[slot] = i + 1;
+        slot_of[i + 1] = slot;
+    }
+    (slot_of, holder.len())
+}
+
+/// The im2col rows of `layer` on NHWC `x`: row `(b, oy, ox)` holds, for each tap `(ky, kx)`,
+/// the `c` input values under it (zeros outside the image).
+fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 2], col: &mut [f32], parallel: bool) {
+    let (k, s, pad) = (layer.kernel, layer.stride, layer.pad);
+    let row_len = k * k * c;
+    // For one `ky`, the taps `kx = 0..k` read `k * c` consecutive input values.
+    let run = k * c;
+    let fill = |r: usize, dst: &mut [f32]| {
+        let (b, oy) = (r / oh, r % oh);
+        for (ox, out) in dst.chunks_exact_mut(row_len).enumerate() {
+            let ix0 = (ox * s) as isize - pad as isize;
+            for ky in 0..k {
+                let iy = (oy * s + ky) as isize - pad as isize;
+                let taps = &mut out[ky * run..][..run];
+                if iy < 0 || iy >= h as isize {
+                    taps.fill(0.0);
+                } else if ix0 >= 0 && ix0 as usize + k <= w {
+                    copy_run(taps, &x[((b * h + iy as usize) * w + ix0 as usize) * c..][..run]);
+                } else {
+                    for (kx, tap) in taps.chunks_exact_mut(c).enumerate() {
+                        let ix = ix0 + kx as isize;
+                        if ix < 0 || ix >= w as isize {
+                            tap.fill(0.0);
+                        } else {
+                            tap.copy_from_slice(&x[((b * h + iy as usize) * w + ix as usize) * c..][..c]);
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let col = &mut col[..n * oh * ow * row_len];
+    if parallel {
+        col.par_chunks_mut(ow * row_len).enumerate().for_each(|(r, dst)| fill(r, dst));
+    } else {
+        col.chunks_mut(ow * row_len).enumerate().for_each(|(r, dst)| fill(r, dst));
+    }
+}
+
+/// `dst = src`, as register moves for the 3x3-tap, 3-channel rows of an image stem (a
+/// `memcpy` call per row would cost more than the copy).
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    if dst.len() == 9 && src.len() == 9 {
+        let (d, s): (&mut [f32; 9], &[f32; 9]) = (dst.try_into().expect("9 values"), src.try_into().expect("9 values"));
+        *d = *s;
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// The depthwise conv of `layer` on NHWC `x` into `y`, rows spread over the pool when
+/// `parallel`.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(isa: Isa, x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], layer: &Layer, [oh, ow]: [usize; 2], y: &mut [f32], parallel: bool) {
+    assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c && wt.len() >= layer.kernel * layer.kernel * c && layer.bias.len() >= c, "depthwise: buffer too small");
+    let call = |b: usize| DwCall {
+        x: x[b * h * w * c..].as_ptr(),
+        h,
+        w,
+        c,
+        wt: wt.as_ptr(),
+        bias: layer.bias.as_ptr(),
+        k: layer.kernel,
+        stride: layer.stride,
+        pad: layer.pad,
+        relu6: layer.relu6,
+        y: std::ptr::null_mut(),
+        ow,
+    };
+    let threads = rayon::current_num_threads();
+    let work = n * oh * ow * c * layer.kernel * layer.kernel;
+    if !parallel || threads < 2 || work < 1 << 15 {
+        for b in 0..n {
+            let d = DwCall { y: y[b * oh * ow * c..].as_mut_ptr(), ..call(b) };
+            // SAFETY: the assert above covers image `b` of `x` and `y` and the weights.
+            unsafe { simd::depthwise(isa, &d, 0, oh) };
+        }
+        return;
+    }
+    // Bands of output rows, a few per thread.
+    let band = (n * oh).div_ceil(4 * threads).max(1);
+    let shared = Shared(y.as_mut_ptr());
+    (0..(n * oh).div_ceil(band)).into_par_iter().for_each(|t| {
+        let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
+        let mut r = r0;
+        while r < r1 {
+            let (b, oy0) = (r / oh, r % oh);
+            let oy1 = (oy0 + (r1 - r)).min(oh);
+            // SAFETY: as above; each task writes its own rows of `y`.
+            let d = DwCall { y: unsafe { shared.get().add(b * oh * ow * c) }, ..call(b) };
+            unsafe { simd::depthwise(isa, &d, oy0, oy1) };
+            r += oy1 - oy0;
+        }
+    });
+}
+
+/// `y[p, ..cols] += res[p, ..cols]` for every pixel row `p` of `y` (`c` values each).
+fn add_residual(y: &mut [f32], c: usize, r: Residual<'_>) {
+    for (p, row) in y.chunks_exact_mut(c).enumerate() {
+        for (a, b) in row[..r.cols].iter_mut().zip(&r.values[p * r.ld..][..r.cols]) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+use burn::tensor::{Tensor, TensorData};
+
+use super::*;
+use crate::init::{counter_input, Init};
+use crate::layers::BnMode;
+use crate::model::{Arch, ModelConfig, UsNet};
+use crate::width::Width;
+use crate::CalibratedModel;
+
+/// A pool of `threads` threads, so the parallel paths run whatever the machine has.
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
+}
+
+/// The depthwise conv by its definition, NHWC, in f64.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_reference(x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], bias: &[f32], k: usize, s: usize, pad: usize, relu6: bool) -> (Vec<f64>, [usize; 2]) {
+    let (oh, ow) = ((h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1);
+    let mut y = vec![0.0; n * oh * ow * c];
+    for b in 0..n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let mut acc = f64::from(bias[ch]);
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (iy, ix) = ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                            if iy >= 0 && ix >= 0 && iy < h as isize && ix < w as isize {
+                                acc += f64::from(x[((b * h + iy as usize) * w + ix as usize) * c + ch]) * f64::from(wt[(ky * k + kx) * c + ch]);
+                            }
+                        }
+                    }
+                    y[((b * oh + oy) * ow + ox) * c + ch] = if relu6 { acc.clamp(0.0, 6.0) } else { acc };
+                }
+            }
+        }
+    }
+    (y, [oh, ow])
+}
+
+/// Every instruction set, channel counts off the vector width, strides 1 and 2, kernels 1, 3
+/// and 5, images with no border-free column, and the parallel row bands.
+#[test]
+fn depthwise_matches_its_definition() {
+    let cases = [
+        ([1, 1, 1, 1], 3, 1),
+        ([2, 5, 7, 3], 3, 1),
+        ([1, 9, 13, 24], 3, 2),
+        ([3, 12, 10, 17], 3, 1),
+        ([1, 8, 11, 40], 5, 2),
+        ([1, 6, 6, 8], 1, 1),
+        ([2, 30, 28, 37], 3, 1),
+        ([1, 40, 41, 96], 3, 2),
+    ];
+    let pool = pool(3);
+    for isa in Isa::available() {
+        for (ci, &(dims, k, s)) in cases.iter().enumerate() {
+            let [n, h, w, c] = dims;
+            let x = counter_input("infer.dw.x", ci as u64, n * h * w * c);
+            let wt = counter_input("infer.dw.w", ci as u64, k * k * c);
+            let bias = counter_input("infer.dw.b", ci as u64, c);
+            for relu6 in [false, true] {
+                let layer = Layer { op: Op::Depthwise(wt.clone()), c_out: c, kernel: k, stride: s, pad: k / 2, bias: bias.clone(), relu6, shortcut: None };
+                let (want, [oh, ow]) = depthwise_reference(&x, dims, &wt, &bias, k, s, k / 2, relu6);
+                for parallel in [false, true] {
+                    let mut y = vec![f32::NAN; want.len() + 1];
+                    pool.install(|| depthwise(isa, &x, dims, &wt, &layer, [oh, ow], &mut y, parallel));
+                    for (i, (&g, &r)) in y.iter().zip(&want).enumerate() {
+                        assert!((f64::from(g) - r).abs() <= 1e-5 * (1.0 + r.abs()), "{isa:?} {dims:?} k={k} s={s} relu6={relu6} par={parallel} [{i}]: {g} vs {r}");
+                    }
+                    assert!(y[want.len()].is_nan(), "{isa:?}: wrote past the output");
+                }
+            }
+        }
+    }
+}
+
+/// A v2 with residual blocks (two in the last row), a stride-2 stem and channel counts that
+/// are not multiples of the vector width.
+fn residual_v2() -> ModelConfig {
+    ModelConfig {
+        arch: Arch::UsMobilenetV2,
+        num_classes: 7,
+        input_channels: 3,
+        divisor: 4,
+        width_range: [0.35, 1.0],
+        block_setting: vec![vec![1, 8, 1, 1], vec![4, 12, 2, 2], vec![3, 20, 3, 1]],
+        stem_channels: 16,
+        stem_stride: 2,
+        last_channels: Some(36),
+        switchable_bn: None,
+    }
+}
+
+fn v1() -> ModelConfig {
+    let mut c = ModelConfig::imagenet(Arch::UsMobilenetV1, 6);
+    c.divisor = 4;
+    c.block_setting = vec![vec![8, 1, 1], vec![20, 2, 2]];
+    c.stem_channels = 8;
+    c
+}
+
+/// A calibrated model at `specs`, and a batch of `shape`.
+fn calibrated(config: &ModelConfig, specs: &[WidthSpec], shape: [usize; 4]) -> (CalibratedModel, Vec<f32>) {
+    let device = crate::device::device(None).unwrap();
+    let model = UsNet::init(config, &Init::Counter { seed: 5 }, &device).unwrap();
+    let n: usize = shape.iter().product();
+    let mut cal = CalibratedModel::new(model);
+    let batches: Vec<Tensor<4>> = (0..2).map(|i| Tensor::from_data(TensorData::new(counter_input("infer.cal", i, n), shape), &device)).collect();
+    cal.calibrate(batches, specs).unwrap();
+    (cal, counter_input("infer.x", 0, n))
+}
+
+fn specs_of(model: &UsNet) -> Vec<WidthSpec> {
+    let mut specs: Vec<WidthSpec> = ["1", "0.75", "0.5", "0.35"].iter().map(|s| s.parse().unwrap()).collect();
+    let groups = model.num_width_groups();
+    specs.push(WidthSpec::per_stage((0..groups).map(|g| Width::new([1.0, 0.5, 0.75, 0.35][g % 4]).unwrap()).collect()));
+    specs
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{what} [{i}]: {a} vs {b}");
+    }
+}
+
+/// The plan computes what the fixed network's f64 reference computes, on every instruction
+/// set, at uniform and per-stage widths, for one image and for batches that take the
+/// layer-parallel and the image-parallel paths.
+#[test]
+fn plan_matches_the_reference_forward() {
+    let pool = pool(3);
+    for config in [residual_v2(), v1()] {
+        let probe = UsNet::init(&config, &Init::Counter { seed: 5 }, &crate::device::device(None).unwrap()).unwrap();
+        let specs = specs_of(&probe);
+        let (cal, _) = calibrated(&config, &specs, [2, 3, 19, 23]);
+        for spec in &specs {
+            let fixed = cal.fixed(spec).unwrap();
+            if config.arch == Arch::UsMobilenetV2 {
+                assert!(fixed.convs.iter().filter(|c| c.shortcut.is_some()).count() >= 2, "the test model has residual blocks");
+            }
+            for isa in Isa::available() {
+                let plan = InferencePlan::with_isa(&fixed, isa).unwrap();
+                // 1 image; 3 (layers spread over threads); 14 of 5x6 (images spread).
+                for shape in [[1, 3, 19, 23], [3, 3, 17, 16], [14, 3, 5, 6]] {
+                    let x = counter_input("infer.x", shape[0] as u64, shape.iter().product());
+                    let want = fixed.forward_reference(&x, shape).unwrap();
+                    let got = pool.install(|| plan.forward(&x, shape)).unwrap();
+                    assert_close(&got, &want, 2e-4, &format!("{:?} {spec} {isa:?} {shape:?}", config.arch));
+                    // Again, on the buffers the first call left behind.
+                    let again = pool.install(|| plan.forward(&x, shape)).unwrap();
+                    assert_eq!(got, again, "a second call reuses buffers and gives the same logits");
+                }
+            }
+        }
+    }
+}
+
+/// `CalibratedModel::forward` (a plan on Flex) agrees with burn's eval-mode forward of the
+/// slimmable model, and caches one plan per width.
+#[test]
+fn calibrated_forward_matches_burn() {
+    let device = crate::device::device(None).unwrap();
+    let config = residual_v2();
+    let probe = UsNet::init(&config, &Init::Counter { seed: 5 }, &device).unwrap();
+    let specs = specs_of(&probe);
+    let shape = [4, 3, 21, 18];
+    let (cal, x) = calibrated(&config, &specs, shape);
+    for spec in &specs {
+        let tensor = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
+        let got: Vec<f32> = cal.forward(tensor.clone(), spec).unwrap().into_data().try_to_vec().unwrap();
+        let want: Vec<f32> = cal.model.forward(tensor, spec, &mut BnMode::Eval(cal.stats(spec).unwrap())).unwrap().into_data().try_to_vec().unwrap();
+        assert_close(&got, &want, 2e-4, &format!("{spec}"));
+    }
+    #[cfg(feature = "flex")]
+    if crate::ops::enabled(&device) && enabled() {
+        let a = cal.plan(&specs[0]).unwrap();
+        let b = cal.plan(&specs[0]).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &b), "one plan per width, built once");
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let config = residual_v2();
+    let spec: WidthSpec = "0.5".parse().unwrap();
+    let (cal, _) = calibrated(&config, std::slice::from_ref(&spec), [2, 3, 8, 8]);
+    let plan = InferencePlan::new(&cal.fixed(&spec).unwrap()).unwrap();
+    assert!(matches!(plan.forward(&[0.0; 10], [1, 3, 2, 2]), Err(Error::Shape { .. })), "wrong length");
+    assert!(matches!(plan.forward(&[0.0; 16], [1, 4, 2, 2]), Err(Error::Shape { .. })), "wrong channels");
+    assert!(matches!(plan.forward(&[], [0, 3, 2, 2]), Err(Error::Shape { .. })), "empty batch");
+    assert!(plan.forward(&[0.0; 3], [1, 3, 1, 1]).is_ok(), "1x1 pixel images run (padding covers the kernels)");
+}
