@@ -19,6 +19,14 @@ import sys
 import numpy as np
 
 
+def same_spec(a, b):
+    """Width specs compare by value per entry ('1' is '1.0'; '0.5/0.35' is '0.50/0.350')."""
+    try:
+        return [float(x) for x in str(a).split("/")] == [float(x) for x in str(b).split("/")]
+    except ValueError:
+        return a == b
+
+
 def check_onnx(path, case):
     import onnx
     import onnxruntime as ort
@@ -26,7 +34,7 @@ def check_onnx(path, case):
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
-    if meta.get("width_spec") != case["width_spec"]:
+    if not same_spec(meta.get("width_spec"), case["width_spec"]):
         raise AssertionError(f"metadata width_spec {meta.get('width_spec')!r}, expected {case['width_spec']!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2

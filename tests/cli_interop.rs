@@ -167,7 +167,7 @@ fn import_and_export_refuse_bad_input_clearly() {
         &["0.6", "no data to calibrate", "usnet calibrate"],
     );
     // A per-stage spec of the wrong length.
-    assert_clean_failure(&usnet(&["export", "--checkpoint", s(&run), "--width", "0.5/0.5", "--output", s(&out)]), &["per-stage"]);
+    assert_clean_failure(&usnet(&["export", "--checkpoint", s(&run), "--width", "0.5/0.35/0.5/0.35/0.5/0.35/0.5/0.35/0.5", "--output", s(&out)]), &["per-stage"]);
     assert_clean_failure(&usnet(&["export", "--checkpoint", s(&run), "--width", "0.5", "--output", s(&dir.join("m.pt"))]), &[".onnx", ".safetensors"]);
     assert_ok(&usnet(&["export", "--checkpoint", s(&run), "--width", "0.5", "--output", s(&out)]));
     assert_clean_failure(&usnet(&["export", "--checkpoint", s(&run), "--width", "0.5", "--output", s(&out)]), &["already exists", "--force"]);

@@ -9,7 +9,7 @@ pub fn tract_run(path: &Path, x: &[f32], shape: &[usize]) -> Vec<f32> {
     let model = tract_onnx::onnx().model_for_path(path).unwrap().into_optimized().unwrap().into_runnable().unwrap();
     let input = Tensor::from_shape(shape, x).unwrap();
     let out = model.run(tvec!(input.into())).unwrap();
-    out[0].to_array_view::<f32>().unwrap().iter().copied().collect()
+    out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
 }
 
 /// A fresh empty directory under the system's temporary directory.
