@@ -126,9 +126,11 @@ fn two_processes_train_as_one_with_two_ghost_batches_and_resume() {
     let other = relative_difference(&plain, &one);
     eprintln!("relative parameter difference after 5 steps: mpirun -np 2 vs --ghost-batches 2 {same:.2e}; \
                2 threads vs 1 {floor:.2e}; no ghost batches vs 2 {other:.2e}");
-    // Only the order of summation differs: no further apart than another thread count makes
-    // them (measured: 1.1e-6 against 8.1e-5; 4 ghost batches instead of 2 give 1.1e-3).
-    assert!(same <= floor.max(1e-6), "mpirun -np 2 and --ghost-batches 2 differ by {same:.2e} (rounding: {floor:.2e})");
+    // Only the order of summation differs: about as far apart as another thread count makes
+    // them (measured: 1.1e-6 against 8.1e-5, and 6.02e-5 against 6.01e-5 after the engine and
+    // init changes: the two are the same noise, so allow twice the floor; 4 ghost batches
+    // instead of 2, the wrong BN grouping, give 1.1e-3, still 9x over that).
+    assert!(same <= 2.0 * floor.max(1e-6), "mpirun -np 2 and --ghost-batches 2 differ by {same:.2e} (rounding: {floor:.2e})");
     // Half-batch BN statistics make a real difference, well above that.
     assert!(other > 10.0 * same.max(floor), "ghost batches change training: {other:.2e} vs {same:.2e}");
     let _ = std::fs::remove_dir_all(&dir);
