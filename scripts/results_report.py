@@ -193,7 +193,14 @@ def main():
     if not args.no_plots:
         out.extend(plots(args.usnet, out))
         out.append("")
-    out.append(f"Verdict: the bar is met at {sum(verdicts)} of {len(verdicts)} widths." if verdicts else "Verdict: runs missing.")
+    all_runs = [r for runs, _ in METHODS for r in runs] + sorted({r for runs in FIXED.values() for r in runs})
+    missing = [r for r in all_runs if load_rows(r, "test") is None]
+    if missing:
+        out.append(f"**Incomplete:** {len(all_runs) - len(missing)} of {len(all_runs)} runs are finished; still to run: "
+                   + ", ".join(f"`{r}`" for r in missing) + ". `bash scripts/claim.sh` continues where it stopped.")
+        out.append("")
+    out.append(f"Verdict: the bar is met at {sum(verdicts)} of {len(verdicts)} widths compared so far." if verdicts else
+               "Verdict: no width has both a US-Net and a fixed-width result yet.")
     out.append("")
     with open(os.path.join(ROOT, "docs", "results.md"), "w") as f:
         f.write("\n".join(out) + "\n")
