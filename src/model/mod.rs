@@ -1,6 +1,7 @@
 //! US-MobileNet models.
 
 mod config;
+pub mod snet;
 mod usnet;
 
 pub use config::{Arch, BlockRow, ModelConfig};

@@ -40,6 +40,26 @@ pub struct Block {
     pub residual: bool,
 }
 
+impl Block {
+    /// The block's conv+BN layers, in forward (and state-dict) order.
+    fn layers(&self) -> impl Iterator<Item = &ConvBn> {
+        self.expand.iter().chain([&self.depthwise, &self.project])
+    }
+
+    fn layers_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        self.expand.iter_mut().chain([&mut self.depthwise, &mut self.project])
+    }
+}
+
+/// The width a conv+BN layer's output follows.
+#[derive(Debug, Clone, Copy)]
+enum Follows {
+    Stem,
+    Stage(usize),
+    /// v2's head: a fixed output.
+    Fixed,
+}
+
 /// What a conv or linear layer does at one width: enough to count its cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerPlan {
@@ -181,33 +201,24 @@ impl UsNet {
         let classifier = UsLinear::init("classifier.0", channels, config.num_classes, init, device);
         let mut model = UsNet { config: config.clone(), range: config.range()?, stem, blocks, head, classifier, num_bn };
         if let Some(widths) = &config.switchable_bn {
-            let mut per_bn = vec![Vec::new(); num_bn];
-            for &w in widths {
-                let channels = model.bn_channels(&WidthSpec::Uniform(Width::new(w)?))?;
-                for (slot, c) in per_bn.iter_mut().zip(channels) {
-                    slot.push(c);
-                }
-            }
-            for (bn, channels) in model.bn_layers_mut().into_iter().zip(per_bn) {
-                bn.make_switchable(&channels, init, device);
-            }
+            crate::model::snet::make_switchable(&mut model, widths, init, device)?;
         }
         Ok(model)
     }
 
-    fn bn_layers_mut(&mut self) -> Vec<&mut UsBatchNorm> {
-        let mut out = vec![&mut self.stem.bn];
-        for b in &mut self.blocks {
-            if let Some(e) = &mut b.expand {
-                out.push(&mut e.bn);
-            }
-            out.push(&mut b.depthwise.bn);
-            out.push(&mut b.project.bn);
-        }
-        if let Some(h) = &mut self.head {
-            out.push(&mut h.bn);
-        }
-        out
+    /// Every conv+BN layer in forward (and state-dict) order, with the width it follows: the
+    /// one walk of the layers that [`UsNet::forward`]'s residual structure does not need.
+    fn conv_bns(&self) -> impl Iterator<Item = (&ConvBn, Follows)> {
+        let blocks = self.blocks.iter().flat_map(|b| b.layers().map(move |l| (l, Follows::Stage(b.stage))));
+        std::iter::once((&self.stem, Follows::Stem)).chain(blocks).chain(self.head.iter().map(|h| (h, Follows::Fixed)))
+    }
+
+    fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
+        std::iter::once(&mut self.stem).chain(self.blocks.iter_mut().flat_map(Block::layers_mut)).chain(self.head.iter_mut())
+    }
+
+    pub(crate) fn bn_layers_mut(&mut self) -> Vec<&mut UsBatchNorm> {
+        self.conv_bns_mut().map(|l| &mut l.bn).collect()
     }
 
     /// The switchable-BN index of `spec` for an S-Net (0 for a US-Net).
@@ -216,16 +227,10 @@ impl UsNet {
     ///
     /// For an S-Net, a width that is not one of its switch widths.
     pub fn switch_index(&self, spec: &WidthSpec) -> Result<usize> {
-        let Some(widths) = &self.config.switchable_bn else { return Ok(0) };
-        let found = match spec.canonical() {
-            WidthSpec::Uniform(w) => widths.iter().position(|s| (s - w.get()).abs() < 1e-9),
-            WidthSpec::PerStage(_) => None,
-        };
-        found.ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "this S-Net has switchable BN for widths {widths:?} only; width {spec} is not one of them"
-            ))
-        })
+        match &self.config.switchable_bn {
+            Some(widths) => crate::model::snet::switch_index(widths, spec),
+            None => Ok(0),
+        }
     }
 
     /// The configuration the model was built from.
@@ -245,15 +250,9 @@ impl UsNet {
 
     /// Every BN layer, in the order of [`crate::layers::BnStatistics::layers`].
     pub fn bn_layers(&self) -> Vec<&UsBatchNorm> {
-        let mut layers = vec![&self.stem];
-        for b in &self.blocks {
-            layers.extend(b.expand.iter());
-            layers.push(&b.depthwise);
-            layers.push(&b.project);
-        }
-        layers.extend(self.head.iter());
-        debug_assert!(layers.iter().enumerate().all(|(i, l)| l.bn.index == i));
-        layers.into_iter().map(|l| &l.bn).collect()
+        let layers: Vec<&UsBatchNorm> = self.conv_bns().map(|(l, _)| &l.bn).collect();
+        debug_assert!(layers.iter().enumerate().all(|(i, bn)| bn.index == i));
+        layers
     }
 
     /// The state-dict prefix of each BN layer, in the order of
@@ -391,18 +390,14 @@ impl UsNet {
             plans.push(LayerPlan { name: conv.name.clone(), c_in: *c, c_out, kernel: conv.config.kernel_size, groups, out_hw: *hw, bias: false });
             *c = c_out;
         };
-        step(&self.stem.conv, Some(widths.stem), &mut c, &mut hw);
-        for block in &self.blocks {
-            let w = Some(widths.stages[block.stage]);
-            if let Some(e) = &block.expand {
-                step(&e.conv, w, &mut c, &mut hw);
-            }
-            step(&block.depthwise.conv, w, &mut c, &mut hw);
-            step(&block.project.conv, w, &mut c, &mut hw);
-        }
-        if let Some(head) = &self.head {
-            // The head's output is fixed; its input follows the last stage.
-            step(&head.conv, None, &mut c, &mut hw);
+        for (layer, follows) in self.conv_bns() {
+            let width = match follows {
+                Follows::Stem => Some(widths.stem),
+                Follows::Stage(s) => Some(widths.stages[s]),
+                // The head's output is fixed; its input follows the last stage.
+                Follows::Fixed => None,
+            };
+            step(&layer.conv, width, &mut c, &mut hw);
         }
         let out = self.config.num_classes;
         plans.push(LayerPlan { name: self.classifier.name.clone(), c_in: c, c_out: out, kernel: 0, groups: 1, out_hw: [1, 1], bias: true });
@@ -471,16 +466,8 @@ impl UsNet {
 
     /// Replaces every parameter by `f(name, kind, value)`, in state-dict order.
     pub fn map_params(&mut self, f: &mut ParamFn) {
-        self.stem.map_params(f);
-        for b in &mut self.blocks {
-            if let Some(e) = &mut b.expand {
-                e.map_params(f);
-            }
-            b.depthwise.map_params(f);
-            b.project.map_params(f);
-        }
-        if let Some(h) = &mut self.head {
-            h.map_params(f);
+        for layer in self.conv_bns_mut() {
+            layer.map_params(f);
         }
         self.classifier.map_params(f);
     }
