@@ -65,13 +65,8 @@ impl FixedConv {
     /// The batch norm's eval-mode `y = x * scale + shift`, per output channel:
     /// `scale = gamma / sqrt(var + eps)`, `shift = beta - mean * scale`, computed in f64.
     pub fn bn_scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
-        (0..self.c_out)
-            .map(|c| {
-                let scale = f64::from(self.gamma[c]) / (f64::from(self.var[c]) + BN_EPS).sqrt();
-                let shift = f64::from(self.beta[c]) - f64::from(self.mean[c]) * scale;
-                (scale as f32, shift as f32)
-            })
-            .unzip()
+        let invstd = crate::kernels::bn::invstd(&self.var, BN_EPS as f32);
+        crate::kernels::bn::fold(&self.gamma, &self.beta, &self.mean, &invstd)
     }
 
     /// The conv with its batch norm folded in: `(weight * scale, shift)`, the weight in

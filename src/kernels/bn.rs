@@ -184,13 +184,20 @@ pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], 
 pub fn train_forward(x: &[f32], gamma: &[f32], beta: &[f32], p: Planes, eps: f32, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     p.assert("train_forward", x.len(), &[("gamma", gamma.len()), ("beta", beta.len())], None);
     let (mean, var) = stats(x, p);
-    let invstd: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let invstd = invstd(&var, eps);
     let (scale, shift) = fold(gamma, beta, &mean, &invstd);
     (affine_act(x, &scale, &shift, p, act), mean, invstd)
 }
 
-/// `scale = gamma * invstd`, `shift = beta - mean * scale`.
-fn fold(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
+/// `1 / sqrt(var + eps)` per channel.
+pub fn invstd(var: &[f32], eps: f32) -> Vec<f32> {
+    var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect()
+}
+
+/// Batch norm with fixed statistics as the affine map `x * scale + shift`:
+/// `scale = gamma * invstd`, `shift = beta - mean * scale`. The one place BN is folded: the
+/// kernels, the eval-mode layer, the inference plan and the ONNX export all call it.
+pub fn fold(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(g, i)| g * i).collect();
     let shift: Vec<f32> = beta.iter().zip(mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
     (scale, shift)

@@ -295,9 +295,12 @@ impl UsBatchNorm {
         let (gamma, beta) = self.sliced_affine(c, switch);
         // Eval-mode BN is `x * scale + shift` with the statistics folded in.
         let fold = |mean: Tensor<1>, var: Tensor<1>| {
-            let scale = gamma.clone() * var.add_scalar(BN_EPS).sqrt().recip();
-            let shift = beta.clone() - mean * scale.clone();
-            (scale, shift)
+            let values = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().expect("batch norm runs on f32 tensors");
+            let invstd = crate::kernels::bn::invstd(&values(var), BN_EPS as f32);
+            let (scale, shift) = crate::kernels::bn::fold(&values(gamma.clone()), &values(beta.clone()), &values(mean), &invstd);
+            let device = gamma.device();
+            let tensor = |v: Vec<f32>| Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [c]), &device);
+            (tensor(scale), tensor(shift))
         };
         match mode {
             BnMode::Train => ops::bn_train(x, gamma, beta, relu6),
