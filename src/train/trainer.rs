@@ -115,11 +115,7 @@ pub fn widths_for_step(config: &TrainConfig, model: &UsNet, step: u64) -> Result
     let list = config.width_list()?;
     Ok(match config.mode {
         TrainingMode::Fixed => list,
-        TrainingMode::Slimmable => {
-            let mut sorted = list;
-            sorted.sort_by(|a, b| b.widths()[0].get().total_cmp(&a.widths()[0].get()));
-            sorted
-        }
+        TrainingMode::Slimmable => crate::model::snet::training_widths(list),
         TrainingMode::Universal => {
             let sampler = WidthSampler {
                 num_sample_training: config.num_sample_training,
@@ -334,13 +330,7 @@ pub fn train_with(
             processes * ghost_batches
         )));
     }
-    let (mut metrics, mut validation_log) = if root {
-        crate::atomic_file::write_atomic(&paths.config(), config.to_toml().as_bytes())
-            .map_err(|source| Error::Io { path: paths.config(), source })?;
-        (Some(open_metrics(&paths.metrics(), state.step)?), Some(open_metrics(&paths.validation(), state.step)?))
-    } else {
-        (None, None)
-    };
+    let mut logs = if root { Some(RunLogs::open(&paths, &config, state.step)?) } else { None };
 
     let mut data = ExperimentData::load(&config)?;
     if processes > 1 {
@@ -358,42 +348,9 @@ pub fn train_with(
     // the same iteration.
     let agreed_stop = std::cell::Cell::new(false);
     let stopped = || if processes > 1 { agreed_stop.get() } else { stop_requested() };
-    // The step of the checkpoint on disk, if any: what a refused save leaves in place.
-    let saved = std::cell::Cell::new(options.resume.then_some(state.step));
-    let save = |model: &UsNet, sgd: &Sgd, running: &RunningStats, state: TrainState| -> Result<()> {
-        if !root {
-            return Ok(());
-        }
-        let ck = Checkpoint {
-            config: config.clone(),
-            state,
-            model: model.clone(),
-            momentum: sgd.buffers.clone(),
-            bn_stats: Vec::new(),
-            running_stats: Some(running.clone()),
-            notes: Vec::new(),
-        };
-        match ck.save(&paths.checkpoint()) {
-            Ok(()) => {
-                saved.set(Some(state.step));
-                Ok(())
-            }
-            Err(Error::NonFinite { path, count, first }) => Err(Error::Diverged {
-                step: state.step,
-                count,
-                first,
-                path,
-                kept: match saved.get() {
-                    Some(step) => format!("keeps the last good checkpoint (step {step})"),
-                    None => "was not written (no good checkpoint yet)".into(),
-                },
-            }),
-            Err(e) => Err(e),
-        }
-    };
+    let mut saver = Saver { path: paths.checkpoint(), root, saved: options.resume.then_some(state.step), last: Instant::now() };
 
     let started = Instant::now();
-    let mut last_save = Instant::now();
     let (start_step, was_finished) = (state.step, state.finished);
     state.finished = false;
     'epochs: while state.step < schedule.stop_at && !stopped() {
@@ -433,40 +390,34 @@ pub fn train_with(
                 step_secs: t0.elapsed().as_secs_f64(),
                 all_reduce_secs: out.all_reduce_secs,
             };
-            if let Some(metrics) = &mut metrics {
-                writeln!(metrics, "{}", serde_json::to_string(&report).expect("reports serialise"))
-                    .and_then(|_| metrics.flush())
-                    .map_err(|source| Error::Io { path: paths.metrics(), source })?;
+            if let Some(logs) = &mut logs {
+                logs.step(&report)?;
             }
             events.step(&report);
             if stopped() {
                 break 'epochs;
             }
-            if last_save.elapsed() >= CHECKPOINT_INTERVAL && state.step < schedule.stop_at {
-                save(&model, &sgd, &running, state)?;
-                last_save = Instant::now();
+            if saver.last.elapsed() >= CHECKPOINT_INTERVAL && state.step < schedule.stop_at {
+                saver.save(&config, &model, &sgd, &running, state)?;
             }
         }
         if state.batch as u64 >= schedule.per_epoch {
             state.epoch += 1;
             state.batch = 0;
-            if let Some(validation_log) = &mut validation_log {
+            if let Some(logs) = &mut logs {
                 for row in validate(&config, &model, &data, state.step, state.epoch)? {
                     events.validation(&row);
-                    writeln!(validation_log, "{}", serde_json::to_string(&row).expect("rows serialise"))
-                        .and_then(|_| validation_log.flush())
-                        .map_err(|source| Error::Io { path: paths.validation(), source })?;
+                    logs.validation(&row)?;
                 }
             }
             if state.step < schedule.stop_at && !stopped() {
-                save(&model, &sgd, &running, state)?;
-                last_save = Instant::now();
+                saver.save(&config, &model, &sgd, &running, state)?;
             }
         }
     }
     state.finished = state.step >= schedule.total;
-    if state.step > start_step || saved.get().is_none() || state.finished != was_finished {
-        save(&model, &sgd, &running, state)?;
+    if state.step > start_step || saver.saved.is_none() || state.finished != was_finished {
+        saver.save(&config, &model, &sgd, &running, state)?;
     }
     if processes > 1 {
         // The processes finish together: none exits (or, failing, aborts the job) while
@@ -482,6 +433,85 @@ pub fn train_with(
         running_stats: Some(running),
         notes: Vec::new(),
     })
+}
+
+/// Rank 0's files of a run besides the checkpoint: `config.toml`, and the JSON-lines logs
+/// `metrics.jsonl` (a line per iteration) and `validation.jsonl` (a line per epoch and width).
+struct RunLogs {
+    paths: RunPaths,
+    metrics: std::fs::File,
+    validation: std::fs::File,
+}
+
+impl RunLogs {
+    /// Writes the run's config and opens the logs at `step` (the checkpoint's).
+    fn open(paths: &RunPaths, config: &TrainConfig, step: u64) -> Result<Self> {
+        crate::atomic_file::write_atomic(&paths.config(), config.to_toml().as_bytes())
+            .map_err(|source| Error::Io { path: paths.config(), source })?;
+        let (metrics, validation) = (open_metrics(&paths.metrics(), step)?, open_metrics(&paths.validation(), step)?);
+        Ok(Self { paths: paths.clone(), metrics, validation })
+    }
+
+    fn step(&mut self, report: &StepReport) -> Result<()> {
+        append_line(&mut self.metrics, report, &self.paths.metrics())
+    }
+
+    fn validation(&mut self, row: &EpochValidation) -> Result<()> {
+        append_line(&mut self.validation, row, &self.paths.validation())
+    }
+}
+
+fn append_line(file: &mut std::fs::File, row: &impl Serialize, path: &Path) -> Result<()> {
+    writeln!(file, "{}", serde_json::to_string(row).expect("log rows serialise"))
+        .and_then(|_| file.flush())
+        .map_err(|source| Error::Io { path: path.into(), source })
+}
+
+/// The checkpoint policy: rank 0 writes, every other process does nothing; a save refused for
+/// non-finite parameters becomes [`Error::Diverged`], naming the last good checkpoint, which
+/// stays on disk.
+struct Saver {
+    path: PathBuf,
+    root: bool,
+    /// The step of the checkpoint on disk, if any.
+    saved: Option<u64>,
+    /// When the last save happened (for [`CHECKPOINT_INTERVAL`]).
+    last: Instant,
+}
+
+impl Saver {
+    fn save(&mut self, config: &TrainConfig, model: &UsNet, sgd: &Sgd, running: &RunningStats, state: TrainState) -> Result<()> {
+        self.last = Instant::now();
+        if !self.root {
+            return Ok(());
+        }
+        let ck = Checkpoint {
+            config: config.clone(),
+            state,
+            model: model.clone(),
+            momentum: sgd.buffers.clone(),
+            bn_stats: Vec::new(),
+            running_stats: Some(running.clone()),
+            notes: Vec::new(),
+        };
+        match ck.save(&self.path) {
+            Ok(()) => {
+                self.saved = Some(state.step);
+                Ok(())
+            }
+            Err(Error::NonFinite { path, count, first }) => Err(Error::Diverged {
+                step: state.step,
+                count,
+                first,
+                path,
+                kept: match self.saved {
+                    Some(step) => format!("keeps the last good checkpoint (step {step})"),
+                    None => "was not written (no good checkpoint yet)".into(),
+                },
+            }),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Opens a JSON-lines log (`metrics.jsonl`, `validation.jsonl`) for appending, first dropping
