@@ -3,56 +3,13 @@
 //! Tests marked `#[ignore = "heavy: ..."]` train on real Fashion-MNIST (a small subset);
 //! CI runs them with `--include-ignored`. They need Debian's `dataset-fashion-mnist`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+mod support;
 
-fn usnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_usnet")).args(args).output().expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A failure: non-zero exit, no panic, and a message containing every `needle`.
-fn assert_clean_failure(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("usnet-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The default config on a small subset of Fashion-MNIST.
-fn small_config(dir: &Path, extra: &str) -> PathBuf {
-    assert!(
-        Path::new(FASHION).join("train-images-idx3-ubyte.gz").exists(),
-        "these tests need Fashion-MNIST: apt-get install dataset-fashion-mnist"
-    );
-    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/fashion_mnist_us_v2.toml")).unwrap();
-    let text = base
-        .replace("batch_size = 128", "batch_size = 32")
-        .replace("validation_size = 5000", "validation_size = 200")
-        .replace("data_loader_workers = 1", &format!("data_loader_workers = 1\ntrain_subset = 256\ntest_subset = 128\n{extra}"));
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use support::{assert_clean_failure, small_config, stderr, stdout, temp_dir, usnet};
 
 #[test]
 fn profile_prints_official_macs_and_rejects_bad_input() {

@@ -3,35 +3,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
+use support::{assert_clean_failure, assert_ok, stderr, usnet, FASHION};
 
 const GOLDEN_IMPORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/import");
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
-
-fn usnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_usnet")).args(args).output().expect("the binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(o: &Output) {
-    assert!(o.status.success(), "failed: {}", stderr(o));
-}
-
-/// A failure: non-zero exit, no panic, and a message containing every `needle`.
-fn assert_clean_failure(o: &Output, needles: &[&str]) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
-    }
-}
-
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

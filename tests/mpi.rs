@@ -10,30 +10,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+mod support;
+
+use support::temp_dir;
+
 const BIN: &str = env!("CARGO_BIN_EXE_usnet");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("usnet-mpi-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The default config on 256 Fashion-MNIST images, batches of 32 (8 iterations an epoch).
+/// The shared small config (8 iterations an epoch).
 fn small_config(dir: &Path) -> PathBuf {
-    assert!(
-        Path::new(FASHION).join("train-images-idx3-ubyte.gz").exists(),
-        "these tests need Fashion-MNIST: apt-get install dataset-fashion-mnist"
-    );
-    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/fashion_mnist_us_v2.toml")).unwrap();
-    let text = base
-        .replace("batch_size = 128", "batch_size = 32")
-        .replace("validation_size = 5000", "validation_size = 200")
-        .replace("data_loader_workers = 1", "data_loader_workers = 1\ntrain_subset = 256\ntest_subset = 128");
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    support::small_config(dir, "")
 }
 
 /// `mpirun -np <np> usnet <args>` on this machine, one thread per process.
