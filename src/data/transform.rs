@@ -105,13 +105,19 @@ pub struct Transform {
 enum Plan {
     /// `in[y + dy][x + dx]`, 0 outside the image.
     Shift { dy: isize, dx: isize },
-    /// Bilinear sample at `(off + (o + 0.5) * step - 0.5)` on each axis.
-    Resample {
-        off_y: f32,
-        step_y: f32,
-        off_x: f32,
-        step_x: f32,
-    },
+    /// PIL's antialiased bilinear resize of a source window, per axis.
+    Resample { ys: Axis, xs: Axis },
+}
+
+/// One axis of a resize as PIL does it: output `o` is pixel `o + skip` of the window of `len`
+/// source pixels from `start` resized by `scale` source pixels per output pixel (`skip` is a
+/// center crop taken after the resize).
+#[derive(Debug, Clone, Copy)]
+struct Axis {
+    start: usize,
+    len: usize,
+    scale: f64,
+    skip: usize,
 }
 
 impl Transform {
@@ -211,52 +217,7 @@ impl Transform {
         let affine = self.normalize.affine(c)?;
         let plan = self.plan(h, w, rng);
         let flip = self.hflip && rng.random::<bool>();
-        let src = &img.data[..];
-        match plan {
-            Plan::Shift { dy, dx } => {
-                for ch in 0..c {
-                    let (a, b) = affine[ch];
-                    let plane = &src[ch * h * w..(ch + 1) * h * w];
-                    for y in 0..oh {
-                        let sy = y as isize + dy;
-                        let row = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
-                        for x in 0..ow {
-                            let sx = x as isize + dx;
-                            let v =
-                                if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
-                                    plane[sy as usize * w + sx as usize]
-                                } else {
-                                    0
-                                };
-                            row[if flip { ow - 1 - x } else { x }] = v as f32 * a + b;
-                        }
-                    }
-                }
-            }
-            Plan::Resample {
-                off_y,
-                step_y,
-                off_x,
-                step_x,
-            } => {
-                let ys = taps(oh, off_y, step_y, h);
-                let xs = taps(ow, off_x, step_x, w);
-                for ch in 0..c {
-                    let (a, b) = affine[ch];
-                    let plane = &src[ch * h * w..(ch + 1) * h * w];
-                    for (y, &(y0, y1, fy)) in ys.iter().enumerate() {
-                        let row = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
-                        for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
-                            let p = |yy: usize, xx: usize| plane[yy * w + xx] as f32;
-                            let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
-                            let bot = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
-                            let v = top * (1.0 - fy) + bot * fy;
-                            row[if flip { ow - 1 - x } else { x }] = v * a + b;
-                        }
-                    }
-                }
-            }
-        }
+        render(img, plan, flip, &affine, [oh, ow], out);
         Ok(())
     }
 
@@ -276,23 +237,107 @@ impl Transform {
                 } else {
                     (h * resize / w, resize)
                 };
-                let top = (rh - crop) as f32 / 2.0;
-                let left = (rw - crop) as f32 / 2.0;
-                let (sy, sx) = (h as f32 / rh as f32, w as f32 / rw as f32);
+                // torchvision's CenterCrop offset: Python's round, ties to even.
+                let skip = |full: usize| ((full - crop) as f64 / 2.0).round_ties_even() as usize;
                 Plan::Resample {
-                    off_y: top.round() * sy,
-                    step_y: sy,
-                    off_x: left.round() * sx,
-                    step_x: sx,
+                    ys: Axis {
+                        start: 0,
+                        len: h,
+                        scale: h as f64 / rh as f64,
+                        skip: skip(rh),
+                    },
+                    xs: Axis {
+                        start: 0,
+                        len: w,
+                        scale: w as f64 / rw as f64,
+                        skip: skip(rw),
+                    },
                 }
             }
             Geometry::RandomResizedCrop { size, scale, ratio } => {
                 let (i, j, ch, cw) = random_resized_window(h, w, scale, ratio, rng);
+                // torchvision's resized_crop: crop the window, then resize it.
                 Plan::Resample {
-                    off_y: i as f32,
-                    step_y: ch as f32 / size as f32,
-                    off_x: j as f32,
-                    step_x: cw as f32 / size as f32,
+                    ys: Axis {
+                        start: i,
+                        len: ch,
+                        scale: ch as f64 / size as f64,
+                        skip: 0,
+                    },
+                    xs: Axis {
+                        start: j,
+                        len: cw,
+                        scale: cw as f64 / size as f64,
+                        skip: 0,
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// Writes `act(pixel * a + b)` per channel of `img` sampled by `plan` into `out`
+/// (`[c, oh, ow]`), mirrored when `flip`.
+fn render(
+    img: &ImageView<'_>,
+    plan: Plan,
+    flip: bool,
+    affine: &[(f32, f32)],
+    [oh, ow]: [usize; 2],
+    out: &mut [f32],
+) {
+    let (c, h, w) = (img.channels, img.height, img.width);
+    let src = &img.data[..];
+    match plan {
+        Plan::Shift { dy, dx } => {
+            for ch in 0..c {
+                let (a, b) = affine[ch];
+                let plane = &src[ch * h * w..(ch + 1) * h * w];
+                for y in 0..oh {
+                    let sy = y as isize + dy;
+                    let row = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
+                    for x in 0..ow {
+                        let sx = x as isize + dx;
+                        let v = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                            plane[sy as usize * w + sx as usize]
+                        } else {
+                            0
+                        };
+                        row[if flip { ow - 1 - x } else { x }] = v as f32 * a + b;
+                    }
+                }
+            }
+        }
+        Plan::Resample { ys, xs } => {
+            // PIL's two passes in 8-bit fixed point: horizontal over the source rows that
+            // the vertical pass reads, then vertical, each rounded and clipped to a byte.
+            let (ky, kx) = (coefficients(oh, ys), coefficients(ow, xs));
+            let first = ky.iter().map(|(start, _)| *start).min().unwrap_or(0);
+            let last = ky
+                .iter()
+                .map(|(start, k)| start + k.len())
+                .max()
+                .unwrap_or(0);
+            let mut rows = vec![0u8; (last - first) * ow];
+            for ch in 0..c {
+                let (a, b) = affine[ch];
+                let plane = &src[ch * h * w..(ch + 1) * h * w];
+                for (r, tmp) in rows.chunks_exact_mut(ow).enumerate() {
+                    let line = &plane[(first + r) * w..][..w];
+                    for (t, (start, k)) in tmp.iter_mut().zip(&kx) {
+                        *t = fixed_point_sum(k.iter().zip(&line[*start..]).map(|(k, &p)| (*k, p)));
+                    }
+                }
+                for (y, (start, k)) in ky.iter().enumerate() {
+                    let row = &mut out[(ch * oh + y) * ow..(ch * oh + y + 1) * ow];
+                    for x in 0..ow {
+                        let column = k
+                            .iter()
+                            .enumerate()
+                            .map(|(i, k)| (*k, rows[(start - first + i) * ow + x]));
+                        let v = fixed_point_sum(column);
+                        row[if flip { ow - 1 - x } else { x }] = f32::from(v) * a + b;
+                    }
                 }
             }
         }
@@ -332,17 +377,45 @@ fn random_resized_window(
     ((h - ch) / 2, (w - cw) / 2, ch, cw)
 }
 
-/// For each of `n` outputs: the two source indices (< `len`) and the weight of the second.
-fn taps(n: usize, off: f32, step: f32, len: usize) -> Vec<(usize, usize, f32)> {
-    let max = (len - 1) as f32;
+/// Fixed-point bits of PIL's 8-bit resampling (`PRECISION_BITS` in `Resample.c`).
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// For each of `n` outputs of `axis`: the first source index and the fixed-point weights, as
+/// PIL's `precompute_coeffs` and `normalize_coeffs_8bpc` make them for its bilinear filter. The
+/// filter widens by the scale when downsampling (antialiasing), as in PIL and torchvision.
+fn coefficients(n: usize, axis: Axis) -> Vec<(usize, Vec<i32>)> {
+    let bilinear = |x: f64| (1.0 - x.abs()).max(0.0);
+    let filterscale = axis.scale.max(1.0);
+    let support = filterscale; // The bilinear filter's support is 1.
     (0..n)
         .map(|o| {
-            let s = (off + (o as f32 + 0.5) * step - 0.5).clamp(0.0, max);
-            let lo = s.floor() as usize;
-            let hi = (lo + 1).min(len - 1);
-            (lo, hi, s - lo as f32)
+            let center = ((o + axis.skip) as f64 + 0.5) * axis.scale;
+            // C's `(int)` truncates toward zero.
+            let lo = ((center - support + 0.5).trunc().max(0.0) as usize).min(axis.len);
+            let hi = ((center + support + 0.5).trunc() as usize).min(axis.len);
+            let weights: Vec<f64> = (lo..hi)
+                .map(|x| bilinear((x as f64 - center + 0.5) / filterscale))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let fixed = weights
+                .iter()
+                .map(|w| {
+                    let k = if total == 0.0 { 0.0 } else { w / total } * one;
+                    (if k < 0.0 { k - 0.5 } else { k + 0.5 }) as i32
+                })
+                .collect();
+            (axis.start + lo, fixed)
         })
         .collect()
+}
+
+/// `sum(weight * pixel)` in PIL's fixed point, rounded and clipped to a byte.
+fn fixed_point_sum(terms: impl Iterator<Item = (i32, u8)>) -> u8 {
+    let sum = terms.fold(1i64 << (PRECISION_BITS - 1), |acc, (k, p)| {
+        acc + i64::from(k) * i64::from(p)
+    });
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
 #[cfg(test)]
@@ -431,6 +504,51 @@ mod tests {
             }
         }
         assert!(flipped && kept);
+    }
+
+    /// The bytes of `scripts/pil_resize_fixture.py`'s test image.
+    fn pattern(c: usize, h: usize, w: usize, seed: u64) -> ImageView<'static> {
+        let mut state = seed;
+        let data = (0..c * h * w)
+            .map(|_| {
+                state = (state * 1103515245 + 12345) % (1 << 31);
+                (state >> 23) as u8
+            })
+            .collect();
+        ImageView { data: Cow::Owned(data), channels: c, height: h, width: w }
+    }
+
+    #[test]
+    fn resizing_gives_the_bytes_of_torchvision_on_pil() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/pil_resize.json")).unwrap();
+        let cases = fixture["cases"].as_array().unwrap();
+        assert!(cases.len() >= 12);
+        let n = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+        for case in cases {
+            let (c, h, w) = (n(&case["c"]), n(&case["h"]), n(&case["w"]));
+            let im = pattern(c, h, w, case["seed"].as_u64().unwrap());
+            let (out, size) = match case["op"].as_str().unwrap() {
+                "resize_center_crop" => {
+                    let t = Transform::resize_center_crop(n(&case["resize"]), n(&case["crop"]), Normalize::unit());
+                    (run(&t, &im, 0), n(&case["crop"]))
+                }
+                _ => {
+                    let win: Vec<usize> = case["window"].as_array().unwrap().iter().map(n).collect();
+                    let size = n(&case["size"]);
+                    let axis = |start, len| Axis { start, len, scale: len as f64 / size as f64, skip: 0 };
+                    let plan = Plan::Resample { ys: axis(win[0], win[2]), xs: axis(win[1], win[3]) };
+                    let mut out = vec![f32::NAN; c * size * size];
+                    render(&im, plan, false, &vec![(1.0 / 255.0, 0.0); c], [size, size], &mut out);
+                    (out, size)
+                }
+            };
+            assert_eq!(out.len(), c * size * size);
+            let bytes: Vec<usize> = out.iter().map(|v| (v * 255.0).round() as usize).collect();
+            let want: Vec<usize> = case["out"].as_array().unwrap().iter().map(n).collect();
+            let differ = bytes.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "{case_name}: {differ} of {} bytes differ from PIL", want.len(), case_name = case["op"]);
+        }
     }
 
     #[test]
