@@ -171,8 +171,9 @@ impl FromStr for WidthRange {
 /// its input follows the last stage. A uniform width is a single number.
 ///
 /// Specs are canonical: a per-stage spec whose entries are all equal *is* that uniform width
-/// (the same channels, MACs and statistics key), so [`WidthSpec::per_stage`], parsing,
-/// [`fmt::Display`], [`WidthSpec::key`] and `==` all treat `0.5/0.5/0.5` as `0.5`.
+/// (the same channels, MACs and statistics key), so [`WidthSpec::per_stage`],
+/// [`fmt::Display`], [`WidthSpec::key`] and `==` all treat `0.5/0.5/0.5` as `0.5`. Parsing
+/// keeps the entries as written, so that the model can check their number.
 #[derive(Debug, Clone)]
 pub enum WidthSpec {
     /// The same width for every slimmable layer, as in the paper's uniform US-Nets.
@@ -251,8 +252,10 @@ impl fmt::Display for WidthSpec {
 impl FromStr for WidthSpec {
     type Err = Error;
 
-    /// Parses `0.5` (uniform) or `0.5/0.35/.../1.0` (per stage; all-equal entries give the
-    /// uniform width).
+    /// Parses `0.5` (uniform) or `0.5/0.35/.../1.0` (per stage). A per-stage spec keeps the
+    /// entries as written, so that the model checks their number even when they are all equal
+    /// (`0.5/0.5/0.5` on a model of five entries is an error, not width 0.5); it still equals,
+    /// prints and keys as the uniform width.
     fn from_str(s: &str) -> Result<Self> {
         if !s.contains('/') {
             return Ok(WidthSpec::Uniform(s.parse()?));
@@ -269,7 +272,7 @@ impl FromStr for WidthSpec {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(WidthSpec::per_stage(widths))
+        Ok(WidthSpec::PerStage(widths))
     }
 }
 

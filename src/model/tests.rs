@@ -219,6 +219,13 @@ fn per_stage_widths_give_each_stage_its_channels() {
     // A spec of the wrong length names the layout.
     let short = WidthSpec::PerStage(vec![Width::new(0.5).unwrap(), Width::new(0.4).unwrap(), Width::new(0.5).unwrap()]);
     assert!(matches!(model.plan(&short, [8, 8]), Err(Error::SpecLength { expected: 4, got: 3, .. })));
+    // Also when its entries are equal: parsing keeps the length the user wrote.
+    for written in ["0.5/0.5/0.5", "0.5/0.5/0.5/0.5/0.5/0.5"] {
+        let spec: WidthSpec = written.parse().unwrap();
+        assert!(matches!(model.plan(&spec, [8, 8]), Err(Error::SpecLength { expected: 4, .. })), "{written}");
+    }
+    let right: WidthSpec = "0.5/0.5/0.5/0.5".parse().unwrap();
+    assert_eq!(model.plan(&right, [8, 8]).unwrap(), model.plan(&WidthSpec::Uniform(Width::new(0.5).unwrap()), [8, 8]).unwrap());
     // The head entry of older versions: a clear error that says the head is fixed.
     let with_head: WidthSpec = "0.5/1.0/0.35/0.75/0.6".parse().unwrap();
     let err = model.plan(&with_head, [8, 8]).unwrap_err();
