@@ -13,7 +13,8 @@
 #
 # prints the markdown section for docs/results.md. A search that is done already (its JSON
 # exists) is not run again, so the script resumes after an interruption. Extra arguments for
-# every search go in SEARCH_ARGS (e.g. SEARCH_ARGS="--population 8 --generations 4" to try it out).
+# every search go in SEARCH_ARGS (e.g. SEARCH_ARGS="--population 8 --generations 4" to try it out);
+# USNET picks the binary (default: build target/release/usnet).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: bash scripts/search_experiment.sh NONUNIFORM_RUN UNIFORM_RUN [OUT]" >&2
@@ -30,8 +31,11 @@ for run in "$nonuniform" "$uniform"; do
     exit 1
   fi
 done
-cargo build --release --quiet
-usnet=${USNET:-target/release/usnet}
+if [ -z "${USNET:-}" ]; then
+  cargo build --release --quiet
+  USNET=target/release/usnet
+fi
+usnet=$USNET
 read -r -a extra <<< "${SEARCH_ARGS:-}"
 mkdir -p "$out"
 
@@ -100,7 +104,9 @@ for label, run in runs.items():
                 "validation_images": report["validation_images"], "test_images": report["test_images"],
                 "source": str(path),
             })
-summary = {"runs": runs, "ends": ends, "rows": rows}
+# Each run's config (its recipe), so that the report can say what was searched.
+configs = {label: (Path(run) / "config.toml").read_text() if (Path(run) / "config.toml").exists() else None for label, run in runs.items()}
+summary = {"runs": runs, "configs": configs, "ends": ends, "rows": rows}
 (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 print(f"wrote {out / 'summary.json'} ({len(rows)} rows)")
 EOF
