@@ -86,7 +86,7 @@ collect() {
 
 # The most informative runs first; each run is scored and collected as soon as it is trained,
 # so an interrupted experiment still reports what it finished.
-for name in us fixed_10 fixed_035 fixed_05 fixed_075 snet us_no_distill us_seed2 fixed_10_seed2 fixed_035_seed2; do
+for name in us fixed_10 fixed_035 fixed_05 fixed_075 us_seed2 fixed_10_seed2 fixed_035_seed2 us_no_distill snet; do
   # A run whose results are committed is done, even where its run directory is gone (a new
   # machine): delete docs/results/claim/NAME to run it again.
   if [ -e "docs/results/claim/$name/test.json" ]; then echo "== $name: results in docs/results/claim/$name"; continue; fi

@@ -134,6 +134,69 @@ def final_validation(run):
     return last
 
 
+def curve(run, width):
+    """Validation top-1 at `width` after each epoch, from the run's validation.jsonl."""
+    path = os.path.join(CLAIM, run, "validation.jsonl")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {r["epoch"]: r["top1"] for r in map(json.loads, f) if r["width"] == width}
+
+
+def analysis_section(out):
+    """The measurements that explain a gap: per-epoch gap, calibration set size."""
+    pairs = [(w, FIXED[w][0]) for w in WIDTHS]
+    curves = {w: (curve("us", w), curve(f, w)) for w, f in pairs}
+    curves = {w: c for w, c in curves.items() if c[0] and c[1]}
+    if curves:
+        out.append("**The gap over training.** Validation top-1 of the US-Net minus the fixed net's after each "
+                   "epoch (each scored with BN post-statistics calibrated then, 8 batches). The runs record the "
+                   "US-Net at its max and min width and each fixed net at its own width, so the columns are "
+                   "the widths both have.")
+        out.append("")
+        ws = sorted(curves, key=float, reverse=True)
+        out.append("| epoch | " + " | ".join(f"gap at {w}" for w in ws) + " |")
+        out.append("|---|" + "---|" * len(ws))
+        epochs = sorted(set.intersection(*(set(c[0]) & set(c[1]) for c in curves.values())))
+        for e in epochs:
+            out.append(f"| {e} | " + " | ".join(f"{curves[w][0][e] - curves[w][1][e]:+.2f}" for w in ws) + " |")
+        last = epochs[-5:]
+        for w in ws:
+            gaps = [curves[w][0][e] - curves[w][1][e] for e in last]
+            out.append("")
+            out.append(f"At {w}, over the last {len(last)} epochs the gap is {statistics.mean(gaps):+.2f} pt on average "
+                       f"(from {min(gaps):+.2f} to {max(gaps):+.2f}).")
+        out.append("")
+    cal = os.path.join(RESULTS, "claim_analysis", "calibration")
+    if os.path.isdir(cal):
+        rows = {}
+        for name in sorted(os.listdir(cal)):
+            run, b = name[: -len(".json")].rsplit("-b", 1)
+            with open(os.path.join(cal, name)) as f:
+                for r in json.load(f):
+                    rows.setdefault((run, r["width"]), {})[int(b)] = r["top1"]
+        batches = sorted({b for v in rows.values() for b in v})
+        out.append("**BN calibration set size.** Validation top-1 after re-calibrating each run's widths with more "
+                   "batches of 128 training images than the recipe's 8 (`bash scripts/claim_analysis.sh`).")
+        out.append("")
+        out.append("| run | width | " + " | ".join(f"{b} batches" for b in batches) + " |")
+        out.append("|---|---|" + "---|" * len(batches))
+        for (run, w), v in sorted(rows.items(), key=lambda kv: (kv[0][0], -float(kv[0][1]))):
+            out.append(f"| {run} | {w} | " + " | ".join(f"{v[b]:.2f}" if b in v else "–" for b in batches) + " |")
+        out.append("")
+
+
+def search_section(out):
+    """Issue 11's experiment, from docs/results/search/summary.json via scripts/search_report.py."""
+    summary = os.path.join(RESULTS, "search", "summary.json")
+    if not os.path.exists(summary):
+        return
+    report = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "search_report.py"), summary],
+                            check=True, capture_output=True, text=True).stdout
+    out.append(report.rstrip("\n"))
+    out.append("")
+
+
 def plots(usnet, out):
     """Draws the plots with `usnet plot`; returns the markdown image lines made."""
     made = []
@@ -202,6 +265,10 @@ def main():
     out.append(f"Verdict: the bar is met at {sum(verdicts)} of {len(verdicts)} widths compared so far." if verdicts else
                "Verdict: no width has both a US-Net and a fixed-width result yet.")
     out.append("")
+    out.append("### Why the US-Net falls short: measurements")
+    out.append("")
+    analysis_section(out)
+    search_section(out)
     with open(os.path.join(ROOT, "docs", "results.md"), "w") as f:
         f.write("\n".join(out) + "\n")
 
