@@ -154,7 +154,16 @@ impl CalibratedModel {
     where
         I: IntoIterator<Item = Tensor<4>>,
     {
-        let stats = calibrate(&self.model, batches, specs)?;
+        self.calibrate_with(batches, specs, &mut SingleProcess)
+    }
+
+    /// [`CalibratedModel::calibrate`] as one process of a data-parallel job
+    /// ([`calibrate_with`]): every process stores the statistics of all the job's batches.
+    pub fn calibrate_with<I>(&mut self, batches: I, specs: &[WidthSpec], collective: &mut dyn Collective) -> Result<()>
+    where
+        I: IntoIterator<Item = Tensor<4>>,
+    {
+        let stats = calibrate_with(&self.model, batches, specs, collective)?;
         for (spec, s) in specs.iter().zip(stats) {
             self.insert(spec.clone(), s);
         }

@@ -118,6 +118,30 @@ fn two_processes_train_as_one_with_two_ghost_batches_and_resume() {
     assert!(same <= 2.0 * floor.max(1e-6), "mpirun -np 2 and --ghost-batches 2 differ by {same:.2e} (rounding: {floor:.2e})");
     // Half-batch BN statistics make a real difference, well above that.
     assert!(other > 10.0 * same.max(floor), "ghost batches change training: {other:.2e} vs {same:.2e}");
+
+    // Calibration under mpirun: each rank takes every other batch of the first 3 and the
+    // cumulative sums are all-reduced, so the stored statistics are one process's over all 3.
+    for name in ["cal-one", "cal-mpi"] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        for file in ["checkpoint.safetensors", "config.toml"] {
+            std::fs::copy(dir.join("mpi").join(file), dir.join(name).join(file)).unwrap();
+        }
+    }
+    let calibrate = ["calibrate", "--widths", "1.0,0.35", "--batches", "3", "--checkpoint"];
+    run(usnet().args(calibrate).arg(out("cal-one")));
+    let o = run(mpirun(2).args(calibrate).arg(out("cal-mpi")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("calibrated 2 width(s) over 3 batch(es)").count(), 1, "rank 0 alone reports: {err}");
+    let stats = |name: &str| -> BTreeMap<String, Vec<f32>> {
+        tensors(&dir.join(name)).into_iter().filter(|(n, _)| n.starts_with("bn_stats.")).collect()
+    };
+    let (one, mpi) = (stats("cal-one"), stats("cal-mpi"));
+    assert!(one.len() > 10 && one.keys().eq(mpi.keys()), "{:?} vs {:?}", one.keys(), mpi.keys());
+    for (name, a) in &one {
+        let b = &mpi[name];
+        let worst = a.iter().zip(b).map(|(x, y)| ((x - y).abs() / (1e-3 + x.abs())) as f64).fold(0.0, f64::max);
+        assert!(worst < 1e-4, "{name}: mpirun -np 2 calibration differs by {worst:.2e}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

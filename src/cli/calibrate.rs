@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use usnet::checkpoint::resolve;
+use usnet::collective::Collective;
 use usnet::dataset::{first_batches, ExperimentData};
 use usnet::CalibratedModel;
 
@@ -28,11 +29,19 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
+    super::in_job(|collective| run_in(args, collective))
+}
+
+/// Under mpirun, rank r calibrates on batches r, r + R, ... of the first `--batches`, the
+/// cumulative sums are all-reduced (the statistics of one process over all of them), and
+/// rank 0 alone locks and writes the checkpoint.
+fn run_in(args: CalibrateArgs, collective: &mut dyn Collective) -> anyhow::Result<()> {
     let path = resolve(&args.checkpoint);
+    let (rank, size) = (collective.rank(), collective.size());
     // One writer per run directory: not while it trains, nor two calibrations at once. (A
     // directory that does not exist gets no lock file: loading reports the missing file.)
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let _lock = dir.is_dir().then(|| usnet::run_lock::RunLock::acquire(dir)).transpose()?;
+    let _lock = (rank == 0 && dir.is_dir()).then(|| usnet::run_lock::RunLock::acquire(dir)).transpose()?;
     let device = usnet::device::device(None)?;
     let mut ck = super::load_checkpoint(&path, &device)?;
     let specs = parse_widths(&args.widths, &ck.config)?;
@@ -42,20 +51,26 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
     let data = ExperimentData::load(&ck.config).context("loading the calibration data")?;
     let start = std::time::Instant::now();
     let inputs = first_batches(&data.calibration, batches, &device)?;
+    let total = inputs.len();
+    let mine: Vec<_> = inputs.into_iter().skip(rank).step_by(size).collect();
     let mut cal = CalibratedModel::with_stats(ck.model.clone(), ck.bn_stats.clone());
-    let pb = super::progress::bar(specs.len() as u64, "calibrate");
+    let pb = if rank == 0 { super::progress::bar(specs.len() as u64, "calibrate") } else { indicatif::ProgressBar::hidden() };
     for spec in &specs {
         pb.set_message(format!("width {spec}"));
-        cal.calibrate(inputs.clone(), std::slice::from_ref(spec)).with_context(|| format!("calibrating width {spec}"))?;
+        cal.calibrate_with(mine.clone(), std::slice::from_ref(spec), collective)
+            .with_context(|| format!("calibrating width {spec}"))?;
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if rank != 0 {
+        return Ok(());
+    }
     ck.bn_stats = cal.all_stats();
     ck.save(&path)?;
     eprintln!(
         "calibrated {} width(s) over {} batch(es) of {} in {:.1}s; {} width(s) stored in {}",
         specs.len(),
-        inputs.len(),
+        total,
         ck.config.batch_size,
         start.elapsed().as_secs_f64(),
         ck.bn_stats.len(),

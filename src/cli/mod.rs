@@ -90,6 +90,48 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Loads a checkpoint and reports on stderr what loading it had to convert or leave out.
+/// The number of processes of the MPI job that started this one (OpenMPI's or MPICH's
+/// launcher variables), or `None` outside mpirun.
+fn mpi_job_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.parse().ok())
+}
+
+/// Runs `f` as this process's part of the job: alone outside mpirun; under mpirun (a build
+/// with `--features mpi`) as one rank of the MPI world, with its share of the host's cores,
+/// and a failing rank aborts the job (`MPI_Abort`) so that no peer waits for it. A stop by
+/// Ctrl-C, which every process agreed on, ends normally.
+pub(crate) fn in_job(f: impl FnOnce(&mut dyn usnet::collective::Collective) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    match mpi_job_size() {
+        #[cfg(feature = "mpi")]
+        Some(_) => {
+            use usnet::collective::Collective;
+            let mut mpi = usnet::collective::Mpi::init()?;
+            let local: usize = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() && local > 1 {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                // Fails only when the pool already exists, which then keeps its size.
+                let _ = rayon::ThreadPoolBuilder::new().num_threads((cores / local).max(1)).build_global();
+            }
+            let (rank, size) = (mpi.rank(), mpi.size());
+            match f(&mut mpi) {
+                Err(e) if size > 1 && !e.is::<Interrupted>() => {
+                    eprintln!("error: rank {rank} of {size}: {e:#}; ending the job");
+                    mpi.abort(1)
+                }
+                result => result,
+            }
+        }
+        #[cfg(not(feature = "mpi"))]
+        Some(n) if n > 1 => anyhow::bail!(
+            "started by mpirun as one of {n} processes, but this usnet was built without MPI: \
+             build it with `cargo build --release --features mpi` (Debian: apt install libopenmpi-dev openmpi-bin libclang-dev)"
+        ),
+        _ => f(&mut usnet::collective::SingleProcess),
+    }
+}
+
 pub(crate) fn load_checkpoint(path: &std::path::Path, device: &burn::tensor::Device) -> anyhow::Result<usnet::checkpoint::Checkpoint> {
     let ck = usnet::checkpoint::Checkpoint::load(path, device)?;
     for note in &ck.notes {

@@ -162,48 +162,8 @@ fn ctrl_c_stop() -> Option<Arc<AtomicBool>> {
     }
 }
 
-/// The number of processes of the MPI job that started this one (OpenMPI's or MPICH's
-/// launcher variables), or `None` outside mpirun.
-fn mpi_job_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok()?.parse().ok())
-}
-
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    match mpi_job_size() {
-        #[cfg(feature = "mpi")]
-        Some(_) => run_mpi(args),
-        #[cfg(not(feature = "mpi"))]
-        Some(n) if n > 1 => anyhow::bail!(
-            "started by mpirun as one of {n} processes, but this usnet was built without MPI: \
-             build it with `cargo build --release --features mpi` (Debian: apt install libopenmpi-dev openmpi-bin libclang-dev)"
-        ),
-        _ => run_in(args, &mut usnet::collective::SingleProcess),
-    }
-}
-
-/// Joins the MPI job and trains as one of its processes. A process that fails aborts the
-/// job (`MPI_Abort`), so that no peer waits for it; a stop by Ctrl-C, which every process
-/// agreed on, ends normally.
-#[cfg(feature = "mpi")]
-fn run_mpi(args: TrainArgs) -> anyhow::Result<()> {
-    use usnet::collective::Collective;
-    let mut mpi = usnet::collective::Mpi::init()?;
-    let local: usize = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() && local > 1 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // Fails only when the pool already exists, which then keeps its size.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads((cores / local).max(1)).build_global();
-    }
-    let (rank, size) = (mpi.rank(), mpi.size());
-    match run_in(args, &mut mpi) {
-        Err(e) if size > 1 && !e.is::<super::Interrupted>() => {
-            eprintln!("error: rank {rank} of {size}: {e:#}; ending the job");
-            mpi.abort(1)
-        }
-        result => result,
-    }
+    super::in_job(|collective| run_in(args, collective))
 }
 
 fn run_in(args: TrainArgs, collective: &mut dyn usnet::collective::Collective) -> anyhow::Result<()> {
