@@ -143,6 +143,25 @@ def curve(run, width):
         return {r["epoch"]: r["top1"] for r in map(json.loads, f) if r["width"] == width}
 
 
+def last_epoch_loss(run, width):
+    """Mean training loss at `width` over the last epoch's lines of the run's metrics.jsonl."""
+    path = os.path.join(CLAIM, run, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        rows = [json.loads(line) for line in f]
+    key = f"{float(width):.3f}"
+    last = max(r["epoch"] for r in rows)
+    values = [dict(r["losses"])[key] for r in rows if r["epoch"] == last and key in dict(r["losses"])]
+    return statistics.mean(values) if values else None
+
+
+def training_fit():
+    """(label, (run, distills)) of the finished US-Net runs, for the training-loss table."""
+    runs = [("US-Net", "us", True), ("US-Net seed 2", "us_seed2", True), ("US-Net, no distillation", "us_no_distill", False)]
+    return [(label, (run, distills)) for label, run, distills in runs if os.path.exists(os.path.join(CLAIM, run, "metrics.jsonl"))]
+
+
 def analysis_section(out):
     """The measurements that explain a gap: per-epoch gap, calibration set size."""
     pairs = [(w, FIXED[w][0]) for w in WIDTHS]
@@ -167,6 +186,29 @@ def analysis_section(out):
             out.append(f"At {w}, over the last {len(last)} epochs the gap is {statistics.mean(gaps):+.2f} pt on average "
                        f"(from {min(gaps):+.2f} to {max(gaps):+.2f}).")
         out.append("")
+    fit = training_fit()
+    if fit:
+        out.append("**Fit to the training data.** Mean training loss over the last epoch's logged iterations "
+                   "(label cross-entropy on the augmented training batches; a US-Net's non-max widths learn "
+                   "from the max width's soft targets when distillation is on, so only label losses are "
+                   "compared). A higher loss at equal epochs is underfitting, not overfitting.")
+        out.append("")
+        out.append("| width | fixed net | " + " | ".join(label for label, _ in fit) + " |")
+        out.append("|---|---|" + "---|" * len(fit))
+        for w in WIDTHS:
+            fixed = last_epoch_loss(FIXED[w][0], w)
+            cells = [last_epoch_loss(run, w) if (w == "1" or not distills) else None for _, (run, distills) in fit]
+            if fixed is None and all(c is None for c in cells):
+                continue
+            out.append(f"| {w} | {fixed:.3f} | " if fixed is not None else f"| {w} | – | ")
+            out[-1] += " | ".join(f"{c:.3f}" if c is not None else "–" for c in cells) + " |"
+        out.append("")
+        fixed, us = last_epoch_loss(FIXED["1"][0], "1"), last_epoch_loss("us", "1")
+        if fixed and us:
+            out.append(f"At width 1 the US-Net ends {us - fixed:+.3f} ({(us / fixed - 1) * 100:+.0f}%) above the fixed "
+                       "net's training loss with the same epochs, augmentation and learning rate: its max width fits the "
+                       "training data less well, and so does it the validation and test sets.")
+            out.append("")
     cal = os.path.join(RESULTS, "claim_analysis", "calibration")
     if os.path.isdir(cal):
         rows = {}
