@@ -207,7 +207,7 @@ def analysis_section(out):
         if fixed and us:
             out.append(f"At width 1 the US-Net ends {us - fixed:+.3f} ({(us / fixed - 1) * 100:+.0f}%) above the fixed "
                        "net's training loss with the same epochs, augmentation and learning rate: its max width fits the "
-                       "training data less well, and so does it the validation and test sets.")
+                       "training data less well, as it scores lower on validation and test.")
             out.append("")
     cal = os.path.join(RESULTS, "claim_analysis", "calibration")
     if os.path.isdir(cal):
