@@ -328,7 +328,7 @@ def main():
         out.append(f"**Incomplete:** {len(all_runs) - len(missing)} of {len(all_runs)} runs are finished; still to run: "
                    + ", ".join(f"`{r}`" for r in missing) + ". `bash scripts/claim.sh` continues where it stopped.")
         out.append("")
-    out.append(f"Verdict: the bar is met at {sum(verdicts)} of {len(verdicts)} widths compared so far." if verdicts else
+    out.append(f"Verdict: the bar is met at {sum(verdicts)} of {len(verdicts)} widths" + (" compared so far." if missing else ".") if verdicts else
                "Verdict: no width has both a US-Net and a fixed-width result yet.")
     out.append("")
     out.append("### Why the US-Net falls short: measurements")
