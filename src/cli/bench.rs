@@ -14,10 +14,13 @@ use usnet::bench::Spread;
 #[derive(Debug, Args)]
 #[command(after_help = "Per workload, starts one worker process per side (usnet; PyTorch with bench/torch_usnet.py;\n\
 for inference also ONNX Runtime with bench/ort_usnet.py, on the same network exported at that\n\
-width), warms each up, then times one call per side in turn (usnet, torch, ort, usnet, ...)\n\
-for every repeat, so that a shared machine's drift falls on all sides alike. Reports per\n\
-side the median and quartiles of the times, per repeat the ratio usnet/anchor (median and\n\
-spread), the targets of issue 10 met or not, and the latency scaling over widths. Writes\n\
+width), warms each up, then times the sides in turn (usnet, torch, ort, usnet, ...) for\n\
+every repeat, so that a shared machine's drift falls on all sides alike. For inference each\n\
+side's turn is a burst of --burst calls: the first comes after the pause that lets the\n\
+previous side's threads go idle (a request to an idle server), the others back to back;\n\
+both are reported. Reports per side the median and quartiles of the times, per repeat the\n\
+ratio usnet/anchor (median and spread), the targets of issue 10 met or not, and the latency\n\
+scaling over widths. Writes\n\
 target/bench/summary.json and a markdown report (target/bench/summary.md) to paste into\n\
 docs/performance.md. The Python side lives in .venv (bench/setup_venv.sh, run on first use).\n\n\
 Examples:\n  usnet bench                       # all workloads, 2 threads, 10 interleaved repeats\n  usnet bench --quick --workloads infer/b1/w1.0,infer/b1/w0.5\n  usnet bench --skip-torch --skip-ort  # usnet only (no ratios)")]
@@ -28,7 +31,7 @@ pub struct BenchArgs {
     /// Untimed warm-up calls per worker.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Interleaved timed rounds per workload (one call per side each).
+    /// Interleaved timed rounds per workload (one turn per side each).
     #[arg(long, default_value_t = 10)]
     repeats: usize,
     /// One warm-up and three timed rounds.
@@ -37,9 +40,14 @@ pub struct BenchArgs {
     /// Threads for every side (RAYON_NUM_THREADS, torch.set_num_threads, ORT intra-op).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Pause between two timed calls, so that one side's spinning threads have gone idle.
-    #[arg(long, default_value_t = 20)]
+    /// Pause after each side's calls, so that its spinning threads have gone idle before the
+    /// next side runs (ONNX Runtime's threads spin for about 26 ms after a call).
+    #[arg(long, default_value_t = 50)]
     settle_ms: u64,
+    /// Back-to-back calls per side and repeat for inference: the first is timed after the
+    /// pause ("after idle"), the others right after it ("back to back").
+    #[arg(long, default_value_t = 4)]
+    burst: usize,
     /// Leave PyTorch out.
     #[arg(long)]
     skip_torch: bool,
@@ -201,27 +209,37 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             workers.push(w);
             ready.push(r);
         }
-        let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(args.repeats); workers.len()];
+        // Per side: the first call of each burst (after the pause), and the median of the
+        // others (back to back).
+        let burst = if name.starts_with("infer/") { args.burst.max(1) } else { 1 };
+        let mut cold: Vec<Vec<f64>> = vec![Vec::with_capacity(args.repeats); workers.len()];
+        let mut warm: Vec<Vec<f64>> = vec![Vec::with_capacity(args.repeats); workers.len()];
         for _ in 0..args.repeats {
-            for (w, s) in workers.iter_mut().zip(&mut samples) {
-                s.push(w.run_once().with_context(|| format!("workload {name}"))?);
+            for ((w, c), h) in workers.iter_mut().zip(&mut cold).zip(&mut warm) {
+                let times = (0..burst).map(|_| w.run_once()).collect::<anyhow::Result<Vec<f64>>>().with_context(|| format!("workload {name}"))?;
+                c.push(times[0]);
+                if let Some(m) = Spread::of(&times[1..]) {
+                    h.push(m.median);
+                }
                 std::thread::sleep(Duration::from_millis(args.settle_ms));
             }
         }
         let peak = workers[0].request("info")?["peak_rss_bytes"].as_u64();
         let mut sides = serde_json::Map::new();
-        for ((w, s), r) in workers.iter().zip(&samples).zip(&ready) {
-            sides.insert(w.side.into(), json!({"samples_s": s, "spread_s": Spread::of(s), "info": r}));
+        for (((w, c), h), r) in workers.iter().zip(&cold).zip(&warm).zip(&ready) {
+            sides.insert(w.side.into(), json!({"samples_s": c, "spread_s": Spread::of(c), "warm_samples_s": h, "warm_spread_s": Spread::of(h), "info": r}));
         }
         let mut ratios = serde_json::Map::new();
-        for (w, s) in workers.iter().zip(&samples).skip(1) {
-            let per_repeat: Vec<f64> = samples[0].iter().zip(s).map(|(u, a)| u / a).collect();
-            let spread = Spread::of(&per_repeat);
+        for (i, w) in workers.iter().enumerate().skip(1) {
             let goal = target(name, w.side);
-            ratios.insert(
-                w.side.into(),
-                json!({"per_repeat": per_repeat, "spread": spread, "target": goal, "met": goal.zip(spread).map(|(g, s)| s.median <= g)}),
-            );
+            let of = |s: &[Vec<f64>]| {
+                let per_repeat: Vec<f64> = s[0].iter().zip(&s[i]).map(|(u, a)| u / a).collect();
+                let spread = Spread::of(&per_repeat);
+                json!({"per_repeat": per_repeat, "spread": spread, "target": goal, "met": goal.zip(spread).map(|(g, s)| s.median <= g)})
+            };
+            let mut ratio = of(&cold);
+            ratio["warm"] = if burst > 1 { of(&warm) } else { Value::Null };
+            ratios.insert(w.side.into(), ratio);
         }
         drop(workers);
         rows.push(json!({"workload": name, "macs": ready[0]["macs"], "usnet_peak_rss_bytes": peak, "sides": sides, "ratios": ratios}));
@@ -233,6 +251,8 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         "threads": args.threads,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "burst": args.burst,
+        "settle_ms": args.settle_ms,
         "interleaved": true,
         "workloads": rows,
     });
@@ -252,76 +272,96 @@ fn ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |s| format!("{:.2}", s * 1e3))
 }
 
-/// The report: times per side, ratios against their targets, and latency scaling over widths.
+/// The report: times per side, ratios against their targets, and latency scaling over widths,
+/// after an idle pause and (inference) back to back.
 fn markdown(summary: &Value) -> String {
-    let mut out = String::new();
     let m = &summary["machine"];
-    out += &format!(
-        "Machine: {} ({} CPUs), {} threads per side, kernels {}, {} interleaved repeats after {} warm-up calls; load average {} before, {} after.\n\n",
+    let mut out = format!(
+        "Machine: {} ({} CPUs), {} threads per side, kernels {}, {} interleaved repeats after {} warm-up calls, {} ms pause after each side's calls, bursts of {} inference calls; load average {} before, {} after.\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cpus"],
         summary["threads"],
         summary["isa"].as_str().unwrap_or("?"),
         summary["repeats"],
         summary["warmup"],
+        summary["settle_ms"],
+        summary["burst"],
         m["loadavg_before_after"][0],
         m["loadavg_before_after"][1]
     );
-    out += "| workload | usnet ms (median [q1, q3]) | torch ms | ORT ms | usnet/torch median [min, q1, q3, max] | usnet/ORT median [min, q1, q3, max] | target | met |\n|---|---|---|---|---|---|---|---|\n";
     let rows = summary["workloads"].as_array().cloned().unwrap_or_default();
-    for r in &rows {
-        let side = |s: &str| {
-            let sp = &r["sides"][s]["spread_s"];
-            if sp.is_null() { "-".to_string() } else { format!("{} [{}, {}]", ms(sp["median"].as_f64()), ms(sp["q1"].as_f64()), ms(sp["q3"].as_f64())) }
+    for warm in [false, true] {
+        let (times, title) = if warm {
+            ("warm_spread_s", "Back to back (the other calls of each burst, their median per repeat)")
+        } else {
+            ("spread_s", "After an idle pause (the first call of each burst)")
         };
-        let ratio = |s: &str| {
-            let sp = &r["ratios"][s]["spread"];
-            if sp.is_null() {
-                "-".to_string()
-            } else {
-                let f = |k: &str| sp[k].as_f64().map_or("?".into(), |v| format!("{v:.2}"));
-                format!("**{}x** [{}, {}, {}, {}]", f("median"), f("min"), f("q1"), f("q3"), f("max"))
-            }
-        };
-        let (goal, met) = ["ort", "torch"]
-            .iter()
-            .find_map(|s| r["ratios"][*s]["target"].as_f64().map(|g| (format!("<= {g}x {s}"), r["ratios"][*s]["met"].as_bool())))
-            .unwrap_or(("-".into(), None));
-        out += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r["workload"].as_str().unwrap_or("?"),
-            side("usnet"),
-            side("torch"),
-            side("ort"),
-            ratio("torch"),
-            ratio("ort"),
-            goal,
-            met.map_or("-", |m| if m { "yes" } else { "no" })
-        );
+        let ratio_of = |r: &Value, s: &str| if warm { r["ratios"][s]["warm"].clone() } else { r["ratios"][s].clone() };
+        let shown: Vec<&Value> = rows.iter().filter(|r| !warm || !r["sides"]["usnet"]["warm_spread_s"].is_null()).collect();
+        if shown.is_empty() {
+            continue;
+        }
+        out += &format!("\n{title}:\n\n| workload | usnet ms (median [q1, q3]) | torch ms | ORT ms | usnet/torch median [min, q1, q3, max] | usnet/ORT median [min, q1, q3, max] | target | met |\n|---|---|---|---|---|---|---|---|\n");
+        for r in &shown {
+            let side = |s: &str| {
+                let sp = &r["sides"][s][times];
+                if sp.is_null() { "-".to_string() } else { format!("{} [{}, {}]", ms(sp["median"].as_f64()), ms(sp["q1"].as_f64()), ms(sp["q3"].as_f64())) }
+            };
+            let ratio = |s: &str| {
+                let sp = &ratio_of(r, s)["spread"];
+                if sp.is_null() {
+                    "-".to_string()
+                } else {
+                    let f = |k: &str| sp[k].as_f64().map_or("?".into(), |v| format!("{v:.2}"));
+                    format!("**{}x** [{}, {}, {}, {}]", f("median"), f("min"), f("q1"), f("q3"), f("max"))
+                }
+            };
+            let (goal, met) = ["ort", "torch"]
+                .iter()
+                .find_map(|s| ratio_of(r, s)["target"].as_f64().map(|g| (format!("<= {g}x {s}"), ratio_of(r, s)["met"].as_bool())))
+                .unwrap_or(("-".into(), None));
+            out += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r["workload"].as_str().unwrap_or("?"),
+                side("usnet"),
+                side("torch"),
+                side("ort"),
+                ratio("torch"),
+                ratio("ort"),
+                goal,
+                met.map_or("-", |m| if m { "yes" } else { "no" })
+            );
+        }
+        out += &scaling(&shown, times, title);
     }
-    // Latency scaling: each inference batch size against its w1.0 row.
+    out
+}
+
+/// Latency scaling: each inference batch size against its w1.0 row, on usnet's `times`.
+fn scaling(rows: &[&Value], times: &str, title: &str) -> String {
     let infer: Vec<(&str, f64, f64, f64)> = rows
         .iter()
         .filter_map(|r| {
             let name = r["workload"].as_str()?;
             let (head, w) = name.strip_prefix("infer/")?.rsplit_once("/w")?;
-            Some((head, w.parse::<f64>().ok()?, r["sides"]["usnet"]["spread_s"]["median"].as_f64()?, r["macs"].as_f64()?))
+            Some((head, w.parse::<f64>().ok()?, r["sides"]["usnet"][times]["median"].as_f64()?, r["macs"].as_f64()?))
         })
         .collect();
-    let mut scaling = String::new();
+    let mut table = String::new();
     for &(batch, w, t, macs) in &infer {
         let Some(&(_, _, t1, macs1)) = infer.iter().find(|(b, w1, ..)| *b == batch && *w1 == 1.0) else { continue };
         let (lat, mac) = (t / t1, macs / macs1);
         let bound = 1.2 * mac;
         let met = if batch == "b1" && w >= 0.5 { if lat <= bound { "yes" } else { "no" } } else { "-" };
-        scaling += &format!("| {batch} | {w} | {:.0} | {:.2} | {mac:.3} | {lat:.3} | {bound:.3} | {met} |\n", macs / 1e6, t * 1e3);
+        table += &format!("| {batch} | {w} | {:.0} | {:.2} | {mac:.3} | {lat:.3} | {bound:.3} | {met} |\n", macs / 1e6, t * 1e3);
     }
-    if !scaling.is_empty() {
-        out += "\nLatency scaling (usnet medians; target at batch 1, w >= 0.5: latency(w)/latency(1.0) <= 1.2 x MACs(w)/MACs(1.0)):\n\n";
-        out += "| batch | width | MMACs | usnet ms | MACs(w)/MACs(1.0) | latency(w)/latency(1.0) | bound | met |\n|---|---|---|---|---|---|---|---|\n";
-        out += &scaling;
+    if table.is_empty() {
+        return table;
     }
-    out
+    format!(
+        "\nLatency scaling, {} (usnet medians; target at batch 1, w >= 0.5: latency(w)/latency(1.0) <= 1.2 x MACs(w)/MACs(1.0)):\n\n| batch | width | MMACs | usnet ms | MACs(w)/MACs(1.0) | latency(w)/latency(1.0) | bound | met |\n|---|---|---|---|---|---|---|---|\n{table}",
+        title.split(" (").next().unwrap_or(title).to_lowercase()
+    )
 }
 
 fn cpu_model() -> Option<String> {

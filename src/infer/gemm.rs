@@ -1,9 +1,8 @@
 //! Packed gemm with a fused epilogue: `c = act(a @ b + bias) (+ residual)`, the form of
 //! every 1x1 convolution, the im2col'd stem and the classifier of an inference plan.
 
-use rayon::prelude::*;
-
 use super::simd::{self, GemmCall, Isa};
+use super::team::{Buf, Par};
 
 /// A `[k, n]` right-hand operand packed once for one instruction set's micro-kernel: panels
 /// of `nr` columns, each `k` rows of `nr` contiguous values, zero past column `n`, 64-byte
@@ -74,15 +73,15 @@ pub(crate) struct Residual<'a> {
 /// `c[row * ldc + col] = act(a[row * lda ..][..k] @ b + bias) + residual` for `m` rows, where
 /// `act` clamps to `[0, 6]` when `relu6` (before the residual is added).
 ///
-/// Spreads rows (and, for few rows, panels) over the rayon pool when `parallel` and the
-/// product is large enough to pay for it.
+/// Spreads rows (and, for few rows, panels) over the team of `par` when the product is
+/// large enough to pay for it.
 ///
 /// # Panics
 ///
 /// When a buffer is shorter than the shapes say, or `b` was packed for another instruction
 /// set (checked once per call, before any kernel runs).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias: &[f32], relu6: bool, res: Option<Residual<'_>>, c: &mut [f32], ldc: usize, parallel: bool) {
+pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias: &[f32], relu6: bool, res: Option<Residual<'_>>, c: Buf, ldc: usize, par: Par<'_>) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
@@ -95,8 +94,10 @@ pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias:
         assert!(r.cols <= n && r.ld >= r.cols && r.values.len() >= (m - 1) * r.ld + r.cols, "gemm: residual too small");
     }
     if k == 0 {
-        for row in 0..m {
-            for col in 0..n {
+        par.for_each(m, |row| {
+            // SAFETY: the asserts above; each task writes its own row.
+            let out = unsafe { c.get_mut(row * ldc, n) };
+            for (col, o) in out.iter_mut().enumerate() {
                 let mut v = bias[col];
                 if relu6 {
                     v = v.clamp(0.0, 6.0);
@@ -106,9 +107,9 @@ pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias:
                 {
                     v += r.values[row * r.ld + col];
                 }
-                c[row * ldc + col] = v;
+                *o = v;
             }
-        }
+        });
         return;
     }
     // Depth per pass: the whole of `k` when a panel's rows fit L1 beside the tile's rows.
@@ -126,54 +127,39 @@ pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias:
         res: res.map_or(std::ptr::null(), |r| r.values.as_ptr()),
         ldres: res.map_or(0, |r| r.ld),
         res_cols: res.map_or(0, |r| r.cols),
-        c: c.as_mut_ptr(),
+        c: c.ptr(),
         ldc,
     };
     let panels = b.panels();
-    let threads = rayon::current_num_threads();
-    if !parallel || threads < 2 || m * n * k < 1 << 16 {
-        // SAFETY: the asserts above bound every row, panel and column the kernels touch.
-        unsafe { simd::gemm(isa, &call, 0, m, 0, panels) };
-        return;
-    }
+    let threads = par.threads();
+    let (row_groups, panel_groups) = if threads < 2 || m * n * k < 1 << 16 {
+        (1, 1)
+    } else {
+        let want = 4 * threads;
+        let row_groups = m.div_ceil(isa.mr(b.nv)).min(want);
+        (row_groups, want.div_ceil(row_groups).min(panels))
+    };
     let mr = isa.mr(b.nv);
-    let tiles = m.div_ceil(mr);
-    let want = 4 * threads;
-    let row_groups = tiles.min(want);
-    let panel_groups = want.div_ceil(row_groups).min(panels);
-    let tiles_per_group = tiles.div_ceil(row_groups);
+    let tiles_per_group = m.div_ceil(mr).div_ceil(row_groups);
     let panels_per_group = panels.div_ceil(panel_groups);
-    let shared = Shared(call);
-    (0..row_groups * panel_groups).into_par_iter().for_each(|t| {
+    par.for_each(row_groups * panel_groups, |t| {
         let (rg, pg) = (t / panel_groups, t % panel_groups);
         let m0 = (rg * tiles_per_group * mr).min(m);
         let m1 = ((rg + 1) * tiles_per_group * mr).min(m);
         let p0 = (pg * panels_per_group).min(panels);
         let p1 = ((pg + 1) * panels_per_group).min(panels);
         if m0 < m1 && p0 < p1 {
-            // SAFETY: as above; tasks write disjoint rows x panels of `c`.
-            unsafe { simd::gemm(isa, shared.get(), m0, m1, p0, p1) };
+            // SAFETY: the asserts above bound every row, panel and column the kernels touch;
+            // tasks write disjoint rows x panels of `c`.
+            unsafe { simd::gemm(isa, &call, m0, m1, p0, p1) };
         }
     });
-}
-
-/// A kernel call shared by the tasks of one parallel loop, which write disjoint parts of its
-/// output.
-pub(super) struct Shared<T>(pub T);
-// SAFETY: the pointers are only read, except the output, which each task writes in its own
-// part; the buffers outlive the parallel loop that uses the value.
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// The value (a method, so that closures capture the whole `Shared`, not its field).
-    pub(super) fn get(&self) -> &T {
-        &self.0
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infer::team::on_threads;
 
     /// `act(a @ b + bias) + res` in f64.
     #[allow(clippy::too_many_arguments)]
@@ -222,7 +208,8 @@ mod tests {
                             let res = with_res.then_some(Residual { values: &r, ld, cols });
                             let packed = PackedB::new(isa, k, n, |kk, j| bm[kk * n + j]);
                             let mut c = vec![f32::NAN; m * (n + 1)];
-                            gemm(isa, &a, lda, m, &packed, &bias, relu6, res, &mut c, n + 1, parallel);
+                            let out = Buf::new(&mut c);
+                            on_threads(if parallel { 3 } else { 1 }, |par| gemm(isa, &a, lda, m, &packed, &bias, relu6, res, out, n + 1, par));
                             let want = reference(&a, lda, m, k, n, &bm, &bias, relu6, with_res.then_some((&r[..], ld, cols)));
                             for i in 0..m {
                                 for j in 0..n {

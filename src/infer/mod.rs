@@ -14,13 +14,14 @@
 //!
 //! Activation buffers live in workspaces that the plan keeps between calls. A batch with at
 //! least two images per thread runs images in parallel (each thread its own workspace, cache
-//! sized); a smaller batch spreads each layer over the threads. The thread count is rayon's
-//! (`RAYON_NUM_THREADS`).
+//! sized); a smaller batch spreads each layer over the threads, which run the plan as one
+//! team (`team.rs`). The thread count is rayon's (`RAYON_NUM_THREADS`).
 //!
 //! [`crate::CalibratedModel::forward`] runs through a plan per width on the Flex backend.
 
 mod gemm;
 pub mod simd;
+mod team;
 
 use std::sync::Mutex;
 
@@ -29,8 +30,9 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::fixed::{FixedConv, FixedNet};
 use crate::width::WidthSpec;
-use gemm::{PackedB, Residual, Shared};
+use gemm::{PackedB, Residual};
 use simd::{DwCall, Isa};
+use team::{Buf, Par, Team};
 
 /// Whether [`crate::CalibratedModel::forward`] uses an inference plan on Flex: yes, unless
 /// the environment sets `USNET_ENGINE=0` (burn's eval-mode forward, for comparison).
@@ -214,13 +216,9 @@ impl InferencePlan {
                 self.return_workspace(ws);
             });
         } else {
-            // The whole run on a worker of the pool: each layer's parallel loop is then a join
-            // among workers, not a hand-off from an outside thread that sleeps until it ends.
-            rayon::scope(|_| {
-                let mut ws = self.take_workspace();
-                self.run(&mut ws, input, n, h, w, threads > 1, &mut logits);
-                self.return_workspace(ws);
-            });
+            let mut ws = self.take_workspace();
+            self.run(&mut ws, input, n, h, w, threads > 1, &mut logits);
+            self.return_workspace(ws);
         }
         Ok(logits)
     }
@@ -235,11 +233,10 @@ impl InferencePlan {
         }
     }
 
-    /// The logits of `n` images of `input` into `out`, with `ws`'s buffers; `parallel`
-    /// spreads each layer over the pool.
+    /// The logits of `n` images of `input` into `out`, with `ws`'s buffers; with `team`, all
+    /// the pool's threads share each layer ([`Team::run`]).
     #[allow(clippy::too_many_arguments)]
-    fn run(&self, ws: &mut Workspace, input: &[f32], n: usize, h: usize, w: usize, parallel: bool, out: &mut [f32]) {
-        let isa = self.isa;
+    fn run(&self, ws: &mut Workspace, input: &[f32], n: usize, h: usize, w: usize, team: bool, out: &mut [f32]) {
         // Sizes (per batch) of every value and of the im2col buffer, then grow the buffers.
         let mut dims = Vec::with_capacity(self.layers.len() + 1);
         dims.push([h, w, self.input_channels]);
@@ -263,54 +260,68 @@ impl InferencePlan {
         if ws.col.len() < col_len {
             ws.col.resize(col_len, 0.0);
         }
+        ws.pooled.resize(n * dims[self.layers.len()][2], 0.0);
+        let bufs = Buffers { slots: ws.slots.iter_mut().map(|s| Buf::new(s)).collect(), col: Buf::new(&mut ws.col), pooled: Buf::new(&mut ws.pooled), out: Buf::new(out) };
+        if team {
+            // Per layer at most two parallel calls (im2col and gemm), then the input, the
+            // pooling and the classifier.
+            Team::run(2 * self.layers.len() + 3, |par| self.pass(par, input, n, &dims, &bufs));
+        } else {
+            self.pass(Par::Serial, input, n, &dims, &bufs);
+        }
+    }
 
-        let c = self.input_channels;
+    /// The layers of [`InferencePlan::run`], on `bufs` sized for `dims`; every member of a
+    /// team runs all of it.
+    fn pass(&self, par: Par<'_>, input: &[f32], n: usize, dims: &[[usize; 3]], bufs: &Buffers) {
+        let isa = self.isa;
+        let slot = |v: usize| bufs.slots[self.slot_of[v]];
+        // SAFETY (every `get` and `get_mut` below): the buffers were sized for `dims` by
+        // `run`; a value is written by one layer, whose tasks write disjoint parts, and read
+        // by tasks of later calls, which begin once all its tasks are done; a buffer is reused
+        // only by a layer after the last reader of its value (`assign_buffers`).
+        let [h, w, c] = dims[0];
         let plane = h * w;
-        let x0 = &mut ws.slots[self.slot_of[0]];
-        for b in 0..n {
+        // NCHW to NHWC, a row of pixels per task.
+        par.for_each(n * h, |r| {
+            let (b, y) = (r / h, r % h);
             let img = &input[b * c * plane..(b + 1) * c * plane];
-            let dst = &mut x0[b * plane * c..(b + 1) * plane * c];
-            for (p, px) in dst.chunks_exact_mut(c).enumerate() {
+            let dst = unsafe { slot(0).get_mut((b * plane + y * w) * c, w * c) };
+            for (x, px) in dst.chunks_exact_mut(c).enumerate() {
                 for (ch, v) in px.iter_mut().enumerate() {
-                    *v = img[ch * plane + p];
+                    *v = img[ch * plane + y * w + x];
                 }
             }
-        }
+        });
 
         for (i, layer) in self.layers.iter().enumerate() {
             let [hh, ww, ci] = dims[i];
             let [oh, ow, co] = dims[i + 1];
-            let mut y = std::mem::take(&mut ws.slots[self.slot_of[i + 1]]);
-            let x = &ws.slots[self.slot_of[i]][..n * hh * ww * ci];
+            let y = slot(i + 1);
+            let x = unsafe { slot(i).get(0, n * hh * ww * ci) };
             let res = layer.shortcut.map(|s| {
                 let [_, _, cs] = dims[s + 1];
                 assert_eq!(dims[s + 1][..2], dims[i + 1][..2], "a shortcut joins maps of one size");
-                Residual { values: &ws.slots[self.slot_of[s + 1]][..n * oh * ow * cs], ld: cs, cols: cs.min(co) }
+                Residual { values: unsafe { slot(s + 1).get(0, n * oh * ow * cs) }, ld: cs, cols: cs.min(co) }
             });
             let rows = n * oh * ow;
             match &layer.op {
-                Op::Pointwise(b) => gemm::gemm(isa, x, ci, rows, b, &layer.bias, layer.relu6, res, &mut y, co, parallel),
+                Op::Pointwise(b) => gemm::gemm(isa, x, ci, rows, b, &layer.bias, layer.relu6, res, y, co, par),
                 Op::Dense(b) => {
-                    im2col(x, [n, hh, ww, ci], layer, [oh, ow], &mut ws.col, parallel);
-                    gemm::gemm(isa, &ws.col, b.k, rows, b, &layer.bias, layer.relu6, res, &mut y, co, parallel);
+                    im2col(x, [n, hh, ww, ci], layer, [oh, ow], bufs.col, par);
+                    let col = unsafe { bufs.col.get(0, rows * b.k) };
+                    gemm::gemm(isa, col, b.k, rows, b, &layer.bias, layer.relu6, res, y, co, par);
                 }
-                Op::Depthwise(wt) => {
-                    depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], &mut y, parallel);
-                    if let Some(r) = res {
-                        add_residual(&mut y[..rows * co], co, r);
-                    }
-                }
+                Op::Depthwise(wt) => depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], y, res, par),
             }
-            ws.slots[self.slot_of[i + 1]] = y;
         }
 
         // Global average pooling, then the classifier.
         let [hf, wf, cf] = dims[self.layers.len()];
-        let feats = &ws.slots[self.slot_of[self.layers.len()]];
-        ws.pooled.resize(n * cf, 0.0);
+        let feats = unsafe { slot(self.layers.len()).get(0, n * hf * wf * cf) };
         let inv = 1.0 / (hf * wf) as f32;
-        for b in 0..n {
-            let pooled = &mut ws.pooled[b * cf..(b + 1) * cf];
+        par.for_each(n, |b| {
+            let pooled = unsafe { bufs.pooled.get_mut(b * cf, cf) };
             pooled.fill(0.0);
             for px in feats[b * hf * wf * cf..(b + 1) * hf * wf * cf].chunks_exact(cf) {
                 for (s, v) in pooled.iter_mut().zip(px) {
@@ -318,10 +329,18 @@ impl InferencePlan {
                 }
             }
             pooled.iter_mut().for_each(|s| *s *= inv);
-        }
-        let classes = self.num_classes();
-        gemm::gemm(isa, &ws.pooled, cf, n, &self.classifier, &self.classifier_bias, false, None, out, classes, parallel);
+        });
+        let pooled = unsafe { bufs.pooled.get(0, n * cf) };
+        gemm::gemm(isa, pooled, cf, n, &self.classifier, &self.classifier_bias, false, None, bufs.out, self.num_classes(), par);
     }
+}
+
+/// The buffers of one run, as the members of a team share them.
+struct Buffers {
+    slots: Vec<Buf>,
+    col: Buf,
+    pooled: Buf,
+    out: Buf,
 }
 
 /// Gives every value (the input, then each layer's output) a buffer, reusing a buffer once
@@ -349,15 +368,17 @@ fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
     (slot_of, holder.len())
 }
 
-/// The im2col rows of `layer` on NHWC `x`: row `(b, oy, ox)` holds, for each tap `(ky, kx)`,
-/// the `c` input values under it (zeros outside the image).
-fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 2], col: &mut [f32], parallel: bool) {
+/// The im2col rows of `layer` on NHWC `x` into `col`: row `(b, oy, ox)` holds, for each
+/// tap `(ky, kx)`, the `c` input values under it (zeros outside the image).
+fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 2], col: Buf, par: Par<'_>) {
     let (k, s, pad) = (layer.kernel, layer.stride, layer.pad);
     let row_len = k * k * c;
     // For one `ky`, the taps `kx = 0..k` read `k * c` consecutive input values.
     let run = k * c;
-    let fill = |r: usize, dst: &mut [f32]| {
+    par.for_each(n * oh, |r| {
         let (b, oy) = (r / oh, r % oh);
+        // SAFETY: each task writes its own output row of `col`.
+        let dst = unsafe { col.get_mut(r * ow * row_len, ow * row_len) };
         for (ox, out) in dst.chunks_exact_mut(row_len).enumerate() {
             let ix0 = (ox * s) as isize - pad as isize;
             for ky in 0..k {
@@ -379,13 +400,7 @@ fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 
                 }
             }
         }
-    };
-    let col = &mut col[..n * oh * ow * row_len];
-    if parallel {
-        col.par_chunks_mut(ow * row_len).enumerate().for_each(|(r, dst)| fill(r, dst));
-    } else {
-        col.chunks_mut(ow * row_len).enumerate().for_each(|(r, dst)| fill(r, dst));
-    }
+    });
 }
 
 /// `dst = src`, as register moves for the 3x3-tap, 3-channel rows of an image stem (a
@@ -399,59 +414,55 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// The depthwise conv of `layer` on NHWC `x` into `y`, rows spread over the pool when
-/// `parallel`.
+/// The depthwise conv of `layer` on NHWC `x` into `y` (plus `res`, after the activation),
+/// bands of output rows spread over the team of `par`.
 #[allow(clippy::too_many_arguments)]
-fn depthwise(isa: Isa, x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], layer: &Layer, [oh, ow]: [usize; 2], y: &mut [f32], parallel: bool) {
+fn depthwise(isa: Isa, x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], layer: &Layer, [oh, ow]: [usize; 2], y: Buf, res: Option<Residual<'_>>, par: Par<'_>) {
     assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c && wt.len() >= layer.kernel * layer.kernel * c && layer.bias.len() >= c, "depthwise: buffer too small");
-    let call = |b: usize| DwCall {
-        x: x[b * h * w * c..].as_ptr(),
-        h,
-        w,
-        c,
-        wt: wt.as_ptr(),
-        bias: layer.bias.as_ptr(),
-        k: layer.kernel,
-        stride: layer.stride,
-        pad: layer.pad,
-        relu6: layer.relu6,
-        y: std::ptr::null_mut(),
-        ow,
-    };
-    let threads = rayon::current_num_threads();
-    let work = n * oh * ow * c * layer.kernel * layer.kernel;
-    if !parallel || threads < 2 || work < 1 << 15 {
-        for b in 0..n {
-            let d = DwCall { y: y[b * oh * ow * c..].as_mut_ptr(), ..call(b) };
-            // SAFETY: the assert above covers image `b` of `x` and `y` and the weights.
-            unsafe { simd::depthwise(isa, &d, 0, oh) };
-        }
-        return;
+    if let Some(r) = &res {
+        assert!(r.cols <= c && r.values.len() >= (n * oh * ow - 1) * r.ld + r.cols, "depthwise: residual too small");
     }
-    // Bands of output rows, a few per thread.
-    let band = (n * oh).div_ceil(4 * threads).max(1);
-    let shared = Shared(y.as_mut_ptr());
-    (0..(n * oh).div_ceil(band)).into_par_iter().for_each(|t| {
+    let work = n * oh * ow * c * layer.kernel * layer.kernel;
+    let threads = par.threads();
+    // Bands of output rows, a few per thread; one band when too small to share.
+    let band = if threads < 2 || work < 1 << 15 { n * oh } else { (n * oh).div_ceil(4 * threads).max(1) };
+    par.for_each((n * oh).div_ceil(band), |t| {
         let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
         let mut r = r0;
         while r < r1 {
             let (b, oy0) = (r / oh, r % oh);
             let oy1 = (oy0 + (r1 - r)).min(oh);
-            // SAFETY: as above; each task writes its own rows of `y`.
-            let d = DwCall { y: unsafe { shared.get().add(b * oh * ow * c) }, ..call(b) };
+            let d = DwCall {
+                x: x[b * h * w * c..].as_ptr(),
+                h,
+                w,
+                c,
+                wt: wt.as_ptr(),
+                bias: layer.bias.as_ptr(),
+                k: layer.kernel,
+                stride: layer.stride,
+                pad: layer.pad,
+                relu6: layer.relu6,
+                // SAFETY: the assert above covers image `b` of `y`.
+                y: unsafe { y.ptr().add(b * oh * ow * c) },
+                ow,
+            };
+            // SAFETY: the assert above covers image `b` of `x` and `y` and the weights; each
+            // task writes its own rows of `y`.
             unsafe { simd::depthwise(isa, &d, oy0, oy1) };
             r += oy1 - oy0;
         }
-    });
-}
-
-/// `y[p, ..cols] += res[p, ..cols]` for every pixel row `p` of `y` (`c` values each).
-fn add_residual(y: &mut [f32], c: usize, r: Residual<'_>) {
-    for (p, row) in y.chunks_exact_mut(c).enumerate() {
-        for (a, b) in row[..r.cols].iter_mut().zip(&r.values[p * r.ld..][..r.cols]) {
-            *a += b;
+        if let Some(r) = res {
+            // SAFETY: this task's rows, as above.
+            let rows = unsafe { y.get_mut(r0 * ow * c, (r1 - r0) * ow * c) };
+            for (p, row) in rows.chunks_exact_mut(c).enumerate() {
+                let src = &r.values[(r0 * ow + p) * r.ld..][..r.cols];
+                for (a, b) in row[..r.cols].iter_mut().zip(src) {
+                    *a += b;
+                }
+            }
         }
-    }
+    });
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ fn depthwise_reference(x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], bias: &[
 }
 
 /// Every instruction set, channel counts off the vector width, strides 1 and 2, kernels 1, 3
-/// and 5, images with no border-free column, and the parallel row bands.
+/// and 5, images with no border-free column, a residual, and the row bands of a team.
 #[test]
 fn depthwise_matches_its_definition() {
     let cases = [
@@ -52,21 +52,30 @@ fn depthwise_matches_its_definition() {
         ([2, 30, 28, 37], 3, 1),
         ([1, 40, 41, 96], 3, 2),
     ];
-    let pool = pool(3);
     for isa in Isa::available() {
         for (ci, &(dims, k, s)) in cases.iter().enumerate() {
             let [n, h, w, c] = dims;
             let x = counter_input("infer.dw.x", ci as u64, n * h * w * c);
             let wt = counter_input("infer.dw.w", ci as u64, k * k * c);
             let bias = counter_input("infer.dw.b", ci as u64, c);
-            for relu6 in [false, true] {
+            for (relu6, with_res) in [(false, false), (true, false), (true, true)] {
                 let layer = Layer { op: Op::Depthwise(wt.clone()), c_out: c, kernel: k, stride: s, pad: k / 2, bias: bias.clone(), relu6, shortcut: None };
-                let (want, [oh, ow]) = depthwise_reference(&x, dims, &wt, &bias, k, s, k / 2, relu6);
-                for parallel in [false, true] {
+                let (mut want, [oh, ow]) = depthwise_reference(&x, dims, &wt, &bias, k, s, k / 2, relu6);
+                // A residual one value wider than a pixel, added to all but the last channel.
+                let (ld, cols) = (c + 1, c.saturating_sub(1));
+                let r = counter_input("infer.dw.r", ci as u64, want.len() / c * ld);
+                if with_res {
+                    for (p, px) in want.chunks_exact_mut(c).enumerate() {
+                        px[..cols].iter_mut().zip(&r[p * ld..]).for_each(|(v, a)| *v += f64::from(*a));
+                    }
+                }
+                let res = with_res.then_some(Residual { values: &r, ld, cols });
+                for threads in [1, 3] {
                     let mut y = vec![f32::NAN; want.len() + 1];
-                    pool.install(|| depthwise(isa, &x, dims, &wt, &layer, [oh, ow], &mut y, parallel));
+                    let out = team::Buf::new(&mut y);
+                    team::on_threads(threads, |par| depthwise(isa, &x, dims, &wt, &layer, [oh, ow], out, res, par));
                     for (i, (&g, &r)) in y.iter().zip(&want).enumerate() {
-                        assert!((f64::from(g) - r).abs() <= 1e-5 * (1.0 + r.abs()), "{isa:?} {dims:?} k={k} s={s} relu6={relu6} par={parallel} [{i}]: {g} vs {r}");
+                        assert!((f64::from(g) - r).abs() <= 1e-5 * (1.0 + r.abs()), "{isa:?} {dims:?} k={k} s={s} relu6={relu6} res={with_res} threads={threads} [{i}]: {g} vs {r}");
                     }
                     assert!(y[want.len()].is_nan(), "{isa:?}: wrote past the output");
                 }
