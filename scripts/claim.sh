@@ -6,6 +6,10 @@
 #
 #   bash scripts/claim.sh [RUNS_DIR] [EPOCHS]     (defaults: ~/usnet-runs/claim, 10)
 #
+# Results go to docs/results/claim/ for the recipe's 10 epochs and to
+# docs/results/claim_eEPOCHS/ for any other length (the longer schedule of issue 12 is
+# `bash scripts/claim.sh ~/usnet-runs/claim20 20`), so both stay side by side in the report.
+#
 # Resumable: each run continues from its checkpoint with its own stored config, a finished
 # step is skipped, so the experiment can be interrupted and spread over days (delete
 # RUNS_DIR/NAME to re-run NAME with a changed recipe). Run it in the background, niced, and
@@ -22,6 +26,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-$HOME/usnet-runs/claim}
 epochs=${2:-10}
+results=docs/results/claim
+[ "$epochs" = 10 ] || results=docs/results/claim_e$epochs
 mkdir -p "$runs/configs"
 if [ -z "${USNET_BIN:-}" ]; then
   cargo build --release --quiet
@@ -75,9 +81,9 @@ universal=" us us_no_distill us_seed2 "
 # the others at their own widths.
 widths_of() { case "$universal" in *" $1 "*) echo 0.35:1.0:0.05 ;; *) echo grid ;; esac; }
 
-# NAME: the run's JSON results into docs/results/claim/NAME (committed with the report).
+# NAME: the run's JSON results into $results/NAME (committed with the report).
 collect() {
-  local name=$1 dir="$runs/$1" out="docs/results/claim/$1"
+  local name=$1 dir="$runs/$1" out="$results/$1"
   mkdir -p "$out"
   cp "$dir"/{config.toml,validation.json,test.json,validation.jsonl} "$out/"
   # Every 10th step of the per-step log is enough for the training curves.
@@ -88,8 +94,8 @@ collect() {
 # so an interrupted experiment still reports what it finished.
 for name in us fixed_10 fixed_035 fixed_05 fixed_075 us_seed2 fixed_10_seed2 fixed_035_seed2 us_no_distill snet; do
   # A run whose results are committed is done, even where its run directory is gone (a new
-  # machine): delete docs/results/claim/NAME to run it again.
-  if [ -e "docs/results/claim/$name/test.json" ]; then echo "== $name: results in docs/results/claim/$name"; continue; fi
+  # machine): delete $results/NAME to run it again.
+  if [ -e "$results/$name/test.json" ]; then echo "== $name: results in $results/$name"; continue; fi
   train "$name"
   evaluate "$name" "$(widths_of "$name")"
   collect "$name"
