@@ -132,7 +132,11 @@ tail -4 "$SUMMARY"
 PY=${PYTHON:-}
 [ -n "$PY" ] || { [ -x .venv/bin/python ] && PY=.venv/bin/python || PY=python3; }
 if "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
-  ours=$(USNET_BACKEND=wgpu "$USNET" bench --one sandwich/b128 --warmup 2 --repeats 10 2>>"$OUT/bench.log" || echo '{}')
+  ours='{}'
+  if USNET_BACKEND=wgpu "$USNET" bench --workloads sandwich/b128 --skip-torch --skip-ort --warmup 2 --repeats 10 \
+      --output "$OUT/bench_wgpu.json" >>"$OUT/bench.log" 2>&1; then
+    ours=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(json.dumps({"median_s": d["workloads"][0]["sides"]["usnet"]["spread_s"]["median"]}))' "$OUT/bench_wgpu.json")
+  fi
   theirs=$("$PY" - <<'EOF' 2>>"$OUT/bench.log" || echo '{}'
 import json, random, statistics, sys, time
 sys.path.insert(0, "bench")
