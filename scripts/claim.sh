@@ -10,6 +10,10 @@
 # docs/results/claim_eEPOCHS/ for any other length (the longer schedule of issue 12 is
 # `bash scripts/claim.sh ~/usnet-runs/claim20 20`), so both stay side by side in the report.
 #
+# CLAIM_RUNS="us fixed_10 ..." runs only those runs (in that order): two instances with
+# disjoint lists and RAYON_NUM_THREADS=1 each use both cores better than one instance with two
+# threads (docs/performance.md: 2 processes of 1 thread train 1.46x faster than 1 of 2).
+#
 # Resumable: each run continues from its checkpoint with its own stored config, a finished
 # step is skipped, so the experiment can be interrupted and spread over days (delete
 # RUNS_DIR/NAME to re-run NAME with a changed recipe). Run it in the background, niced, and
@@ -92,7 +96,7 @@ collect() {
 
 # The most informative runs first; each run is scored and collected as soon as it is trained,
 # so an interrupted experiment still reports what it finished.
-for name in us fixed_10 fixed_035 fixed_05 fixed_075 us_seed2 fixed_10_seed2 fixed_035_seed2 us_no_distill snet; do
+for name in ${CLAIM_RUNS:-us fixed_10 fixed_035 fixed_05 fixed_075 us_seed2 fixed_10_seed2 fixed_035_seed2 us_no_distill snet}; do
   # A run whose results are committed is done, even where its run directory is gone (a new
   # machine): delete $results/NAME to run it again.
   if [ -e "$results/$name/test.json" ]; then echo "== $name: results in $results/$name"; continue; fi
