@@ -120,6 +120,18 @@ struct Axis {
     skip: usize,
 }
 
+impl Axis {
+    /// The window of `len` source pixels from `start` resized to `out` pixels.
+    fn new(start: usize, len: usize, out: usize, skip: usize) -> Self {
+        Axis {
+            start,
+            len,
+            scale: len as f64 / out as f64,
+            skip,
+        }
+    }
+}
+
 impl Transform {
     /// Normalisation only (evaluation for fixed-size datasets).
     pub fn normalize_only(normalize: Normalize) -> Self {
@@ -160,13 +172,6 @@ impl Transform {
             hflip,
             normalize,
         }
-    }
-
-    /// Whether `apply` consumes randomness.
-    pub fn is_random(&self) -> bool {
-        self.hflip
-            || matches!(self.geometry, Geometry::PadCrop { pad } if pad > 0)
-            || matches!(self.geometry, Geometry::RandomResizedCrop { .. })
     }
 
     /// Output (C, H, W) for inputs with `channels` channels and, when fixed,
@@ -240,36 +245,16 @@ impl Transform {
                 // torchvision's CenterCrop offset: Python's round, ties to even.
                 let skip = |full: usize| ((full - crop) as f64 / 2.0).round_ties_even() as usize;
                 Plan::Resample {
-                    ys: Axis {
-                        start: 0,
-                        len: h,
-                        scale: h as f64 / rh as f64,
-                        skip: skip(rh),
-                    },
-                    xs: Axis {
-                        start: 0,
-                        len: w,
-                        scale: w as f64 / rw as f64,
-                        skip: skip(rw),
-                    },
+                    ys: Axis::new(0, h, rh, skip(rh)),
+                    xs: Axis::new(0, w, rw, skip(rw)),
                 }
             }
             Geometry::RandomResizedCrop { size, scale, ratio } => {
                 let (i, j, ch, cw) = random_resized_window(h, w, scale, ratio, rng);
                 // torchvision's resized_crop: crop the window, then resize it.
                 Plan::Resample {
-                    ys: Axis {
-                        start: i,
-                        len: ch,
-                        scale: ch as f64 / size as f64,
-                        skip: 0,
-                    },
-                    xs: Axis {
-                        start: j,
-                        len: cw,
-                        scale: cw as f64 / size as f64,
-                        skip: 0,
-                    },
+                    ys: Axis::new(i, ch, size, 0),
+                    xs: Axis::new(j, cw, size, 0),
                 }
             }
         }
