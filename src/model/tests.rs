@@ -6,6 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::calibration::{calibrate, CalibratedModel};
 use crate::init::Init;
+use crate::kernels::conv::ConvGeom;
 use crate::layers::{BnAccumulator, BnMode, UsBatchNorm, UsConv2dConfig};
 use crate::model::{Arch, ModelConfig, UsNet};
 use crate::train::{train_step, Sgd, SgdConfig, StepOptions};
@@ -17,43 +18,6 @@ fn device() -> Device {
 }
 
 use crate::bench::random_values as random;
-
-/// Naive dense/grouped conv with padding k/2, in f64.
-fn reference_conv(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], stride: usize, groups: usize) -> Vec<f64> {
-    let [n, c, h, wd] = xs;
-    let [o, ipg, k, _] = ws;
-    let pad = k / 2;
-    let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (wd + 2 * pad - k) / stride + 1);
-    let opg = o / groups;
-    let mut out = vec![0.0; n * o * ho * wo];
-    for b in 0..n {
-        for oc in 0..o {
-            let g = oc / opg;
-            for y in 0..ho {
-                for xx in 0..wo {
-                    let mut acc = 0.0f64;
-                    for i in 0..ipg {
-                        let ic = g * ipg + i;
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let iy = (y * stride + ky) as isize - pad as isize;
-                                let ix = (xx * stride + kx) as isize - pad as isize;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xv = x[((b * c + ic) * h + iy as usize) * wd + ix as usize];
-                                let wv = w[((oc * ipg + i) * k + ky) * k + kx];
-                                acc += f64::from(xv) * f64::from(wv);
-                            }
-                        }
-                    }
-                    out[((b * o + oc) * ho + y) * wo + xx] = acc;
-                }
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
@@ -75,19 +39,11 @@ fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
         let (xv, x) = random(&mut rng, xs, &device);
         let got = conv.forward(x, c_out).into_data().try_to_vec::<f32>().unwrap();
 
-        // The reference uses an explicitly sliced copy of the weight.
+        // The reference is the dense definition on an explicitly sliced copy of the weight.
         let full = conv.weight.to_data().try_to_vec::<f32>().unwrap();
-        let [_, ipg_full, _, _] = conv.weight.dims();
-        let ipg = if depthwise { 1 } else { c_in };
-        let mut sliced = Vec::new();
-        for o in 0..c_out {
-            for i in 0..ipg {
-                let start = ((o * ipg_full) + i) * k * k;
-                sliced.extend_from_slice(&full[start..start + k * k]);
-            }
-        }
-        let groups = if depthwise { c_in } else { 1 };
-        let want = reference_conv(&xv, xs, &sliced, [c_out, ipg, k, k], stride, groups);
+        let sliced = crate::fixed::first_channels_4d(&full, conv.weight.dims(), c_out, if depthwise { 1 } else { c_in });
+        let g = ConvGeom { batch: xs[0], c_in, h: xs[2], w: xs[3], c_out, kernel: k, stride, pad: k / 2, depthwise };
+        let want = crate::kernels::conv::tests::naive(&xv, &sliced, &g);
         assert_eq!(got.len(), want.len(), "case {case}");
         for (g, w) in got.iter().zip(&want) {
             assert!((f64::from(*g) - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {case}: {g} vs {w}");
