@@ -188,17 +188,7 @@ impl Checkpoint {
         };
 
         let mut model = UsNet::init(&config.model, &Init::Counter { seed: 0 }, device)?;
-        let mut failure = None;
-        model.map_params(&mut |name, _, t| match read(name, &t.shape()) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                failure.get_or_insert(e);
-                t
-            }
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        model.try_map_params(&mut |name, t| read(name, &t.shape()))?;
         let mut momentum = HashMap::new();
         for (name, _, t) in model.params() {
             let key = format!("optimizer.momentum.{name}");

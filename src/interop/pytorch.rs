@@ -89,20 +89,10 @@ pub fn import_pytorch(path: &Path, config: &ModelConfig, width_mult_list: &[f64]
         Ok(values)
     };
 
-    let mut failure = None;
-    model.map_params(&mut |name, _, t| {
+    model.try_map_params(&mut |name, t| {
         let shape = t.shape();
-        match read(name, &shape, &mut used) {
-            Ok(values) => AnyTensor::from_values(values, &shape, device),
-            Err(e) => {
-                failure.get_or_insert(e);
-                t
-            }
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+        Ok(AnyTensor::from_values(read(name, &shape, &mut used)?, &shape, device))
+    })?;
 
     let specs = width_mult_list.iter().map(|&w| model.width(w)).collect::<Result<Vec<_>>>()?;
     let bn_names = model.bn_names();

@@ -472,6 +472,21 @@ impl UsNet {
         self.classifier.map_params(f);
     }
 
+    /// Replaces every parameter by `f(name, value)`, in state-dict order, until `f` fails:
+    /// the first error is returned, and the parameters from it on keep their values.
+    pub fn try_map_params(&mut self, f: &mut dyn FnMut(&str, &AnyTensor) -> Result<AnyTensor>) -> Result<()> {
+        let mut failure = None;
+        self.map_params(&mut |name, _, t| match failure.is_none().then(|| f(name, &t)) {
+            Some(Ok(new)) => new,
+            Some(Err(e)) => {
+                failure = Some(e);
+                t
+            }
+            None => t,
+        });
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Every parameter with its name and kind, in state-dict order.
     pub fn params(&self) -> Vec<(String, crate::init::ParamKind, AnyTensor)> {
         let mut out = Vec::new();
