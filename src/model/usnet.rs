@@ -213,6 +213,11 @@ impl UsNet {
         std::iter::once((&self.stem, Follows::Stem)).chain(blocks).chain(self.head.iter().map(|h| (h, Follows::Fixed)))
     }
 
+    /// Every conv+BN layer in forward (and state-dict) order: the stem, the blocks, the head.
+    pub fn conv_bn_layers(&self) -> impl Iterator<Item = &ConvBn> {
+        self.conv_bns().map(|(l, _)| l)
+    }
+
     fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
         std::iter::once(&mut self.stem).chain(self.blocks.iter_mut().flat_map(Block::layers_mut)).chain(self.head.iter_mut())
     }
@@ -250,7 +255,7 @@ impl UsNet {
 
     /// Every BN layer, in the order of [`crate::layers::BnStatistics::layers`].
     pub fn bn_layers(&self) -> Vec<&UsBatchNorm> {
-        let layers: Vec<&UsBatchNorm> = self.conv_bns().map(|(l, _)| &l.bn).collect();
+        let layers: Vec<&UsBatchNorm> = self.conv_bn_layers().map(|l| &l.bn).collect();
         debug_assert!(layers.iter().enumerate().all(|(i, bn)| bn.index == i));
         layers
     }
