@@ -37,21 +37,14 @@ impl ExperimentData {
         let dir = config.data_dir()?;
         let Splits { train, test } = kind.load(&dir)?;
         let (channels, classes) = (train.channels(), train.num_classes());
+        let mismatch = |has: String, key: &str, value: usize| {
+            Err(Error::InvalidConfig(format!("{kind} in {} has {has} but model.{key} = {value}", dir.display())))
+        };
         if channels != config.model.input_channels {
-            return Err(Error::InvalidConfig(format!(
-                "{} in {} has {channels} channel(s) but model.input_channels = {}",
-                kind,
-                dir.display(),
-                config.model.input_channels
-            )));
+            return mismatch(format!("{channels} channel(s)"), "input_channels", config.model.input_channels);
         }
         if classes > config.model.num_classes {
-            return Err(Error::InvalidConfig(format!(
-                "{} in {} has {classes} classes but model.num_classes = {}",
-                kind,
-                dir.display(),
-                config.model.num_classes
-            )));
+            return mismatch(format!("{classes} classes"), "num_classes", config.model.num_classes);
         }
         let limit = |n: usize| (n > 0).then_some(n);
         let (train, validation, validation_indices) = if config.validation_size > 0 {
