@@ -521,8 +521,7 @@ mod tests {
                 _ => {
                     let win: Vec<usize> = case["window"].as_array().unwrap().iter().map(n).collect();
                     let size = n(&case["size"]);
-                    let axis = |start, len| Axis { start, len, scale: len as f64 / size as f64, skip: 0 };
-                    let plan = Plan::Resample { ys: axis(win[0], win[2]), xs: axis(win[1], win[3]) };
+                    let plan = Plan::Resample { ys: Axis::new(win[0], win[2], size, 0), xs: Axis::new(win[1], win[3], size, 0) };
                     let mut out = vec![f32::NAN; c * size * size];
                     render(&im, plan, false, &vec![(1.0 / 255.0, 0.0); c], [size, size], &mut out);
                     (out, size)
