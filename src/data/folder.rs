@@ -106,7 +106,6 @@ fn list_dirs(dir: &Path) -> Result<Vec<String>> {
             names.push(name.to_string());
         }
     }
-    names.sort();
     Ok(names)
 }
 
