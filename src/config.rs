@@ -235,18 +235,13 @@ impl TrainConfig {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         self.model.validate()?;
         let range = self.model.range()?;
-        if !(1..=MAX_EPOCHS).contains(&self.num_epochs) {
-            return bad(format!("num_epochs must be in 1..={MAX_EPOCHS}, got {}", self.num_epochs));
-        }
-        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return bad(format!("batch_size must be in 1..={MAX_BATCH_SIZE}, got {}", self.batch_size));
-        }
-        if !(1..=MAX_SAMPLE_TRAINING).contains(&self.num_sample_training) {
-            return bad(format!("num_sample_training must be in 1..={MAX_SAMPLE_TRAINING}, got {}", self.num_sample_training));
-        }
-        if !(1..=MAX_CAL_BATCHES).contains(&self.bn_cal_batch_num) {
-            return bad(format!("bn_cal_batch_num must be in 1..={MAX_CAL_BATCHES}, got {}", self.bn_cal_batch_num));
-        }
+        let count = |key: &str, value: usize, max: usize| {
+            if (1..=max).contains(&value) { Ok(()) } else { bad(format!("{key} must be in 1..={max}, got {value}")) }
+        };
+        count("num_epochs", self.num_epochs, MAX_EPOCHS)?;
+        count("batch_size", self.batch_size, MAX_BATCH_SIZE)?;
+        count("num_sample_training", self.num_sample_training, MAX_SAMPLE_TRAINING)?;
+        count("bn_cal_batch_num", self.bn_cal_batch_num, MAX_CAL_BATCHES)?;
         if self.data_loader_workers > MAX_WORKERS {
             return bad(format!("data_loader_workers must be at most {MAX_WORKERS}, got {}", self.data_loader_workers));
         }
