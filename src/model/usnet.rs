@@ -77,14 +77,15 @@ pub struct LayerPlan {
 }
 
 impl LayerPlan {
+    /// The weights the layer uses at this width, `None` when they overflow `u64`.
+    fn weights(&self) -> Option<u64> {
+        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
+        (self.c_in as u64 / self.groups.max(1) as u64).checked_mul(self.c_out as u64)?.checked_mul(k2)
+    }
+
     /// Multiply-accumulates for one image, `None` when they overflow `u64`.
     pub fn checked_macs(&self) -> Option<u64> {
-        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
-        (self.c_in as u64 / self.groups.max(1) as u64)
-            .checked_mul(self.c_out as u64)?
-            .checked_mul(k2)?
-            .checked_mul(self.out_hw[0] as u64)?
-            .checked_mul(self.out_hw[1] as u64)
+        self.weights()?.checked_mul(self.out_hw[0] as u64)?.checked_mul(self.out_hw[1] as u64)
     }
 
     /// Multiply-accumulates for one image (`u64::MAX` when they overflow; see
@@ -95,9 +96,7 @@ impl LayerPlan {
 
     /// Parameters the layer uses at this width, `None` when they overflow `u64`.
     pub fn checked_params(&self) -> Option<u64> {
-        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
-        let weights = (self.c_in as u64 / self.groups.max(1) as u64).checked_mul(self.c_out as u64)?.checked_mul(k2)?;
-        weights.checked_add(if self.bias { self.c_out as u64 } else { 0 })
+        self.weights()?.checked_add(if self.bias { self.c_out as u64 } else { 0 })
     }
 
     /// Parameters the layer uses at this width (`u64::MAX` when they overflow).
