@@ -407,16 +407,10 @@ fn fixed_point_sum(terms: impl Iterator<Item = (i32, u8)>) -> u8 {
 mod tests {
     use super::*;
     use rand::SeedableRng;
-    use std::borrow::Cow;
 
     fn img(c: usize, h: usize, w: usize) -> ImageView<'static> {
-        let data = (0..c * h * w).map(|i| (i % 251) as u8 + 1).collect();
-        ImageView {
-            data: Cow::Owned(data),
-            channels: c,
-            height: h,
-            width: w,
-        }
+        let data: Vec<u8> = (0..c * h * w).map(|i| (i % 251) as u8 + 1).collect();
+        ImageView::new(data, c, h, w)
     }
 
     fn run(t: &Transform, im: &ImageView<'_>, seed: u64) -> Vec<f32> {
@@ -431,12 +425,7 @@ mod tests {
 
     #[test]
     fn normalisation_per_channel() {
-        let im = ImageView {
-            data: Cow::Owned(vec![0, 255, 51, 102]),
-            channels: 2,
-            height: 1,
-            width: 2,
-        };
+        let im = ImageView::new(vec![0, 255, 51, 102], 2, 1, 2);
         let t = Transform::normalize_only(Normalize::new(&[0.0, 0.2], &[1.0, 0.5]));
         let out = run(&t, &im, 0);
         let want = [0.0, 1.0, 0.0, 0.4];
@@ -494,13 +483,13 @@ mod tests {
     /// The bytes of `scripts/pil_resize_fixture.py`'s test image.
     fn pattern(c: usize, h: usize, w: usize, seed: u64) -> ImageView<'static> {
         let mut state = seed;
-        let data = (0..c * h * w)
+        let data: Vec<u8> = (0..c * h * w)
             .map(|_| {
                 state = (state * 1103515245 + 12345) % (1 << 31);
                 (state >> 23) as u8
             })
             .collect();
-        ImageView { data: Cow::Owned(data), channels: c, height: h, width: w }
+        ImageView::new(data, c, h, w)
     }
 
     #[test]
@@ -549,12 +538,7 @@ mod tests {
         assert_eq!(t.output_shape(3, None).unwrap(), [3, 6, 6]);
         assert!(run(&t, &im, 0).iter().all(|v| v.is_finite()));
         // Constant image stays constant under resampling.
-        let flat = ImageView {
-            data: Cow::Owned(vec![77; 3 * 9 * 13]),
-            channels: 3,
-            height: 9,
-            width: 13,
-        };
+        let flat = ImageView::new(vec![77; 3 * 9 * 13], 3, 9, 13);
         assert!(
             run(&t, &flat, 0)
                 .iter()
