@@ -168,14 +168,8 @@ impl CalibratedModel {
     pub fn share_statistics(&mut self, source: &WidthSpec, targets: &[WidthSpec]) -> Result<()> {
         let from = self.stats_or_error(source)?.clone();
         for spec in targets {
-            let channels = self.model.bn_channels(spec)?;
-            let layers = from
-                .layers
-                .iter()
-                .zip(channels)
-                .map(|(s, c)| crate::layers::BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) })
-                .collect();
-            self.insert(spec.clone(), BnStatistics { layers });
+            let sliced = from.sliced(&self.model.bn_channels(spec)?);
+            self.insert(spec.clone(), sliced);
         }
         Ok(())
     }

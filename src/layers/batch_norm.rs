@@ -27,6 +27,14 @@ pub struct BnStatistics {
     pub layers: Vec<BnStat>,
 }
 
+impl BnStatistics {
+    /// Each layer's statistics cut to its first `channels[layer]` channels.
+    pub fn sliced(&self, channels: &[usize]) -> BnStatistics {
+        let cut = |s: &BnStat, c: usize| BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) };
+        BnStatistics { layers: self.layers.iter().zip(channels).map(|(s, &c)| cut(s, c)).collect() }
+    }
+}
+
 /// Cumulative averages of batch statistics, one slot per BN layer.
 ///
 /// After `k` batches each slot holds the mean of the `k` batch means and of the `k` unbiased
@@ -176,16 +184,8 @@ impl RunningStats {
     /// The statistics a width normalises with: each layer's pair of slot `switch`, cut to the
     /// layer's `channels` at that width.
     pub fn slice(&self, switch: usize, channels: &[usize]) -> BnStatistics {
-        let layers = self
-            .layers
-            .iter()
-            .zip(channels)
-            .map(|(slots, &c)| {
-                let s = &slots[switch.min(slots.len() - 1)];
-                BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) }
-            })
-            .collect();
-        BnStatistics { layers }
+        let layers = self.layers.iter().map(|slots| slots[switch.min(slots.len() - 1)].clone()).collect();
+        BnStatistics { layers }.sliced(channels)
     }
 }
 
