@@ -83,21 +83,7 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<Splits> {
 
 /// Loads an MNIST-style directory with 10 classes: train =
 /// `train-{images-idx3,labels-idx1}-ubyte`, test = `t10k-…`, each raw or
-/// `.gz` (raw preferred when both exist). The hint for missing files is
-/// chosen from the directory name ("fashion" → Debian package, else npm).
-pub fn load_idx_dir(dir: &Path) -> Result<Splits> {
-    let hint = if dir
-        .to_string_lossy()
-        .to_ascii_lowercase()
-        .contains("fashion")
-    {
-        FASHION_MNIST_HINT
-    } else {
-        MNIST_HINT
-    };
-    load_idx_dir_with_hint(dir, hint)
-}
-
+/// `.gz` (raw preferred when both exist); `hint` says how to get missing files.
 fn load_idx_dir_with_hint(dir: &Path, hint: &str) -> Result<Splits> {
     if !dir.is_dir() {
         return Err(DataError::Missing {
@@ -428,12 +414,6 @@ mod tests {
         assert!(
             msg.contains("fashion-mnist") && msg.contains("apt-get install dataset-fashion-mnist"),
             "{msg}"
-        );
-        assert!(
-            load_idx_dir(&gone)
-                .unwrap_err()
-                .to_string()
-                .contains("apt-get install dataset-fashion-mnist")
         );
 
         write_mnist_dir(tmp.path(), false, 4, 2);
