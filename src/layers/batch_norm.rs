@@ -203,6 +203,13 @@ pub enum BnMode<'a> {
     Eval(&'a BnStatistics),
 }
 
+/// A new affine pair of `c` channels, `{prefix}.weight` and `{prefix}.bias`.
+fn new_affine(prefix: &str, c: usize, init: &Init, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    let gamma = new_param(init, &format!("{prefix}.weight"), ParamKind::BnGamma, &[c], device).into_r1();
+    let beta = new_param(init, &format!("{prefix}.bias"), ParamKind::BnBeta, &[c], device).into_r1();
+    (gamma, beta)
+}
+
 /// Batch norm over the first channels of shared affine parameters, or, for an S-Net
 /// (switchable BN), over one private affine pair per width of its list.
 #[derive(Debug, Clone)]
@@ -219,27 +226,15 @@ pub struct UsBatchNorm {
 impl UsBatchNorm {
     /// A new layer with `num_features` channels at full width.
     pub fn init(name: &str, index: usize, num_features: usize, init: &Init, device: &Device) -> Self {
-        let gamma = new_param(init, &format!("{name}.weight"), ParamKind::BnGamma, &[num_features], device).into_r1();
-        let beta = new_param(init, &format!("{name}.bias"), ParamKind::BnBeta, &[num_features], device).into_r1();
-        UsBatchNorm { name: name.to_string(), index, affine: vec![(gamma, beta)] }
+        UsBatchNorm { name: name.to_string(), index, affine: vec![new_affine(name, num_features, init, device)] }
     }
 
     /// Makes this a switchable BN with one private affine pair per entry of `channels`
     /// (the layer's channel count at each switch width), named `{name}.bn.{i}.weight`
     /// and `.bias` as the official `SwitchableBatchNorm2d`.
     pub fn make_switchable(&mut self, channels: &[usize], init: &Init, device: &Device) {
-        self.affine = channels
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| {
-                let prefix = format!("{}.bn.{i}", self.name);
-                let g = new_param(init, &format!("{prefix}.weight"), ParamKind::BnGamma, &[c], device).into_r1();
-                let b = new_param(init, &format!("{prefix}.bias"), ParamKind::BnBeta, &[c], device).into_r1();
-                (g, b)
-            })
-            .collect();
+        self.affine = channels.iter().enumerate().map(|(i, &c)| new_affine(&format!("{}.bn.{i}", self.name), c, init, device)).collect();
     }
-
 
     /// Normalises the first `c` channels, `c` being the input's channel count.
     ///
