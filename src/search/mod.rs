@@ -250,9 +250,7 @@ impl Run<'_, '_> {
     /// Whether the time limit has passed. Never before a candidate within the budget has
     /// been scored, so that every strategy returns one.
     pub fn out_of_time(&mut self) -> bool {
-        let over = self.best.is_some() && self.search.time_limit.is_some_and(|t| self.start.elapsed() >= t);
-        self.stopped |= over;
-        over
+        self.best.is_some() && self.past_time_limit()
     }
 
     /// Whether the time limit has passed, whatever has been scored.
