@@ -558,36 +558,32 @@ fn data_parallel_steps_average_the_gradients_of_their_shards() {
     assert_eq!(out.samples, 5);
     close(&ghost, "2 ghost batches");
 
-    // Two processes, one at a time: rank 1's contribution is what rank 0 receives.
-    let mut rank1 = Simulated { rank: 1, size: 2, ..Default::default() };
-    let (x1, l1) = shard(2..5);
-    let mut m1 = model.clone();
-    let mut p1 = Parallel { collective: &mut rank1, ghost_batches: 1, stop: true };
-    train_step_parallel(&mut m1, &mut plain(), x1, &l1, &widths, options, 1, &mut fresh_stats.clone(), &mut p1).unwrap();
-    let mut rank0 = Simulated { rank: 0, size: 2, peers: VecDeque::from(rank1.sent.clone()), ..Default::default() };
-    assert_eq!(rank0.size(), 2);
-    let (x0, l0) = shard(0..2);
-    let mut m0 = model.clone();
-    let mut p0 = Parallel { collective: &mut rank0, ghost_batches: 1, stop: false };
-    let out = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 1, &mut fresh_stats.clone(), &mut p0).unwrap();
-    assert_eq!(rank0.sent.len(), 1, "one all-reduce per step");
+    // Two processes, one at a time: rank `rank` of 2 steps on `(x, labels)` with `peers`, what
+    // the other rank sent; returns the step's output, the model after it and what it sent.
+    let step_as = |rank: usize, peers: Vec<Vec<f32>>, (x, labels): (Tensor<4>, Vec<i64>), stop: bool, step: u64| {
+        let mut sim = Simulated { rank, size: 2, peers: VecDeque::from(peers), ..Default::default() };
+        assert_eq!(sim.size(), 2);
+        let mut m = model.clone();
+        let mut p = Parallel { collective: &mut sim, ghost_batches: 1, stop };
+        let out = train_step_parallel(&mut m, &mut plain(), x, &labels, &widths, options, step, &mut fresh_stats.clone(), &mut p);
+        (out, m, sim.sent)
+    };
+    // Rank 1's contribution is what rank 0 receives.
+    let (out1, _, sent1) = step_as(1, Vec::new(), shard(2..5), true, 1);
+    out1.unwrap();
+    let (out, m0, sent0) = step_as(0, sent1, shard(0..2), false, 1);
+    let out = out.unwrap();
+    assert_eq!(sent0.len(), 1, "one all-reduce per step");
     assert_eq!((out.samples, out.stop), (5, true), "the global batch, and rank 1's stop reaches rank 0");
     close(&m0, "rank 0 of 2");
 
     // A non-finite loss on rank 1 is an error on rank 0 too, before any update.
-    let mut rank1 = Simulated { rank: 1, size: 2, ..Default::default() };
     let nan = Tensor::<4>::full([3, 3, 8, 8], f32::NAN, &device);
-    let mut m1 = model.clone();
-    let mut p1 = Parallel { collective: &mut rank1, ghost_batches: 1, stop: false };
-    let _ = train_step_parallel(&mut m1, &mut plain(), nan, &l1, &widths, options, 4, &mut fresh_stats.clone(), &mut p1);
-    let mut rank0 = Simulated { rank: 0, size: 2, peers: VecDeque::from(rank1.sent), ..Default::default() };
-    let (x0, l0) = shard(0..2);
-    let mut m0 = model.clone();
-    let before = param_values(&m0);
-    let mut p0 = Parallel { collective: &mut rank0, ghost_batches: 1, stop: false };
-    let err = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 4, &mut fresh_stats.clone(), &mut p0).unwrap_err();
+    let (_, _, sent1) = step_as(1, Vec::new(), (nan, shard(2..5).1), false, 4);
+    let (out, m0, _) = step_as(0, sent1, shard(0..2), false, 4);
+    let err = out.unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { step: 4, .. }), "{err}");
-    assert_eq!(param_values(&m0), before, "no update after a non-finite loss anywhere");
+    assert_eq!(param_values(&m0), param_values(&model), "no update after a non-finite loss anywhere");
 }
 
 #[test]
