@@ -54,13 +54,11 @@ impl ExperimentData {
             (train, None, Vec::new())
         };
         let train = Arc::new(train);
-        let mut train_cfg = LoaderConfig::train(config.batch_size, config.random_seed);
-        train_cfg.workers = config.data_loader_workers;
-        train_cfg.limit = limit(config.train_subset);
-        let mut cal_cfg = train_cfg.clone();
-        cal_cfg.seed = config.random_seed.wrapping_add(0x5EED);
-        let mut test_cfg = LoaderConfig::eval(config.batch_size);
-        test_cfg.workers = config.data_loader_workers;
+        let workers = config.data_loader_workers;
+        let train_cfg =
+            LoaderConfig { workers, limit: limit(config.train_subset), ..LoaderConfig::train(config.batch_size, config.random_seed) };
+        let cal_cfg = LoaderConfig { seed: config.random_seed.wrapping_add(0x5EED), ..train_cfg.clone() };
+        let mut test_cfg = LoaderConfig { workers, ..LoaderConfig::eval(config.batch_size) };
         let validation = validation
             .map(|v| Loader::new(Arc::new(v), kind.eval_transform(), test_cfg.clone()))
             .transpose()?;
