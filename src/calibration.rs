@@ -76,17 +76,6 @@ pub enum BnStatsSource {
     Running,
 }
 
-impl BnStatsSource {
-    /// The name used on the command line and in results.
-    pub fn name(self) -> &'static str {
-        match self {
-            BnStatsSource::Calibrated => "calibrated",
-            BnStatsSource::SharedMax => "shared-max",
-            BnStatsSource::Running => "running",
-        }
-    }
-}
-
 /// A trained model with BN post-statistics for some widths: the stage that can evaluate.
 ///
 /// It keeps the inference plan of each width it has run ([`CalibratedModel::plan`]), built
@@ -177,16 +166,10 @@ impl CalibratedModel {
     ///
     /// [`Error::NotCalibrated`] when `source` has no statistics; bad widths.
     pub fn share_statistics(&mut self, source: &WidthSpec, targets: &[WidthSpec]) -> Result<()> {
-        let from = self.stats(source).cloned().ok_or_else(|| Error::NotCalibrated { width: source.to_string(), stored: self.stored_names() })?;
+        let from = self.stats_or_error(source)?.clone();
         for spec in targets {
-            let channels = self.model.bn_channels(spec)?;
-            let layers = from
-                .layers
-                .iter()
-                .zip(channels)
-                .map(|(s, c)| crate::layers::BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) })
-                .collect();
-            self.insert(spec.clone(), BnStatistics { layers });
+            let sliced = from.sliced(&self.model.bn_channels(spec)?);
+            self.insert(spec.clone(), sliced);
         }
         Ok(())
     }

@@ -63,23 +63,24 @@ pub fn resolve(path: &Path) -> PathBuf {
     if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() }
 }
 
-/// Non-finite values seen while a checkpoint is serialised: how many, and the first tensor.
+/// The tensors of a checkpoint being serialised, as little-endian bytes, and the non-finite
+/// values seen: how many, and the first tensor that holds one.
 #[derive(Default)]
-struct NonFiniteCount {
-    count: usize,
+struct Encoded {
+    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    non_finite: usize,
     first: Option<String>,
 }
 
-impl NonFiniteCount {
-    /// The little-endian bytes of `data`, counting its non-finite values under `name`.
-    fn bytes(&mut self, name: &str, data: &TensorData) -> Vec<u8> {
+impl Encoded {
+    fn add(&mut self, name: String, shape: Vec<usize>, data: TensorData) {
         let values: Vec<f32> = data.try_to_vec::<f32>().expect("parameters are f32");
         let bad = values.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 {
-            self.count += bad;
-            self.first.get_or_insert_with(|| name.to_string());
+            self.non_finite += bad;
+            self.first.get_or_insert_with(|| name.clone());
         }
-        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        self.tensors.push((name, shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()));
     }
 }
 
@@ -93,36 +94,30 @@ impl Checkpoint {
     /// checkpoint; I/O errors naming the file.
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |source| Error::Io { path: path.to_path_buf(), source };
-        let mut non_finite = NonFiniteCount::default();
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut enc = Encoded::default();
         for (name, _, t) in self.model.params() {
-            let bytes = non_finite.bytes(&name, &t.to_data());
-            owned.push((name, t.shape(), bytes));
+            enc.add(name, t.shape(), t.to_data());
         }
         for (name, buf) in &self.momentum {
-            let name = format!("optimizer.momentum.{name}");
-            let bytes = non_finite.bytes(&name, &buf.to_data());
-            owned.push((name, buf.dims().to_vec(), bytes));
+            enc.add(format!("optimizer.momentum.{name}"), buf.dims().to_vec(), buf.to_data());
         }
         let bn_names = self.model.bn_names();
         for (i, (_, stats)) in self.bn_stats.iter().enumerate() {
             for (name, stat) in bn_names.iter().zip(&stats.layers) {
                 for (what, t) in [("running_mean", &stat.mean), ("running_var", &stat.var)] {
-                    let name = format!("bn_stats.{i}.{name}.{what}");
-                    let bytes = non_finite.bytes(&name, &t.to_data());
-                    owned.push((name, t.dims().to_vec(), bytes));
+                    enc.add(format!("bn_stats.{i}.{name}.{what}"), t.dims().to_vec(), t.to_data());
                 }
             }
         }
         if let Some(running) = &self.running_stats {
             for (name, t) in running_tensors(&self.model, running) {
-                let bytes = non_finite.bytes(&name, &t.to_data());
-                owned.push((name, t.dims().to_vec(), bytes));
+                enc.add(name, t.dims().to_vec(), t.to_data());
             }
         }
-        if let Some(first) = non_finite.first {
-            return Err(Error::NonFinite { path: path.to_path_buf(), count: non_finite.count, first });
+        if let Some(first) = enc.first {
+            return Err(Error::NonFinite { path: path.to_path_buf(), count: enc.non_finite, first });
         }
+        let owned = enc.tensors;
         let views = owned
             .iter()
             .map(|(n, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (n.clone(), v)))
@@ -142,7 +137,7 @@ impl Checkpoint {
         }
         let bytes = safetensors::serialize(views, Some(metadata))
             .map_err(|e| Error::Checkpoint { path: path.into(), reason: e.to_string() })?;
-        write_atomic(path, &bytes).map_err(io)
+        crate::atomic_file::write_atomic(path, &bytes).map_err(io)
     }
 
     /// Reads a checkpoint written by [`Checkpoint::save`] onto `device`.
@@ -159,8 +154,8 @@ impl Checkpoint {
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("{NOT_A_CHECKPOINT} ({e})")))?;
         let meta = header.metadata().clone().unwrap_or_default();
         if let Some(stored) = meta.get("checksum") {
-            let views: Vec<(String, Vec<usize>, &[u8])> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data())).collect();
-            let found = checksum(views.iter().map(|(n, shape, data)| (n.as_str(), shape.as_slice(), *data)));
+            let tensors = st.tensors();
+            let found = checksum(tensors.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
             if &found != stored {
                 return Err(bad(format!(
                     "the tensor data does not match the checksum stored with it ({stored}; the data gives {found}): \
@@ -172,7 +167,6 @@ impl Checkpoint {
         let field = |k: &str| meta.get(k).ok_or_else(|| bad(format!("{NOT_A_CHECKPOINT}: metadata has no {k:?}")));
         let specs: Vec<String> = serde_json::from_str(field("bn_specs")?).map_err(|e| bad(format!("bn_specs: {e}")))?;
 
-        let bad_file = bad;
         let read = |name: &str, shape: &[usize]| -> Result<AnyTensor> {
             let view = st.tensor(name).map_err(|_| bad(format!("missing tensor {name}")))?;
             if view.shape() != shape || view.dtype() != Dtype::F32 {
@@ -183,10 +177,10 @@ impl Checkpoint {
                 )));
             }
             let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            let bad = values.iter().filter(|v| !v.is_finite()).count();
-            if bad > 0 {
-                return Err(bad_file(format!(
-                    "tensor {name} holds {bad} NaN or infinite value(s); the file was written by a diverged run \
+            let non_finite = values.iter().filter(|v| !v.is_finite()).count();
+            if non_finite > 0 {
+                return Err(bad(format!(
+                    "tensor {name} holds {non_finite} NaN or infinite value(s); the file was written by a diverged run \
                      or is corrupt, and cannot be trained or evaluated"
                 )));
             }
@@ -194,17 +188,7 @@ impl Checkpoint {
         };
 
         let mut model = UsNet::init(&config.model, &Init::Counter { seed: 0 }, device)?;
-        let mut failure = None;
-        model.map_params(&mut |name, _, t| match read(name, &t.shape()) {
-            Ok(loaded) => loaded,
-            Err(e) => {
-                failure.get_or_insert(e);
-                t
-            }
-        });
-        if let Some(e) = failure {
-            return Err(e);
-        }
+        model.try_map_params(&mut |name, t| read(name, &t.shape()))?;
         let mut momentum = HashMap::new();
         for (name, _, t) in model.params() {
             let key = format!("optimizer.momentum.{name}");
@@ -371,9 +355,6 @@ pub fn read_meta(path: &Path) -> Result<(TrainConfig, TrainState)> {
     parse_meta(&path, &header.metadata)
 }
 
-/// Kept for callers of the old path; the helper lives in [`crate::atomic_file`].
-pub use crate::atomic_file::write_atomic;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,21 +364,20 @@ mod tests {
     #[test]
     fn round_trip_and_truncation() {
         let device = crate::device::device(None).unwrap();
-        let config = TrainConfig::from_toml(DEFAULT_CONFIG, "default").unwrap();
-        let model = UsNet::init(&config.model, &Init::Kaiming { seed: 1 }, &device).unwrap();
+        let mut ck = small_checkpoint();
         let spec: WidthSpec = "0.5".parse().unwrap();
         let x = Tensor::<4>::ones([2, 1, 28, 28], &device);
-        let stats = calibrate(&model, vec![x.clone()], std::slice::from_ref(&spec)).unwrap().remove(0);
-        let (name, _, p) = model.params().remove(3);
+        let stats = calibrate(&ck.model, vec![x], std::slice::from_ref(&spec)).unwrap().remove(0);
+        let (name, _, p) = ck.model.params().remove(3);
         let n: usize = p.shape().iter().product();
-        let momentum = HashMap::from([(name.clone(), Tensor::<1>::ones([n], &device))]);
-        let state = TrainState { epoch: 2, batch: 5, step: 17, finished: false };
-        let ck = Checkpoint { config, state, model, momentum, bn_stats: vec![(spec.clone(), stats)], running_stats: None, notes: Vec::new() };
-        let dir = std::env::temp_dir().join(format!("usnet-ck-{}", std::process::id()));
-        let path = dir.join(FILE_NAME);
+        ck.momentum = HashMap::from([(name.clone(), Tensor::<1>::ones([n], &device))]);
+        ck.state = TrainState { epoch: 2, batch: 5, step: 17, finished: false };
+        ck.bn_stats = vec![(spec.clone(), stats)];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
         ck.save(&path).unwrap();
-        let back = Checkpoint::load(&dir, &device).unwrap();
-        assert_eq!(back.state, state);
+        let back = Checkpoint::load(dir.path(), &device).unwrap();
+        assert_eq!(back.state, ck.state);
         assert_eq!(back.config, ck.config);
         for ((n1, _, a), (n2, _, b)) in ck.model.params().iter().zip(back.model.params()) {
             assert_eq!(n1, &n2);
@@ -413,7 +393,6 @@ mod tests {
             let err = Checkpoint::load(&path, &device).unwrap_err().to_string();
             assert!(err.contains("checkpoint.safetensors"), "cut {cut}: {err}");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn small_checkpoint() -> Checkpoint {
@@ -512,19 +491,17 @@ mod tests {
     #[test]
     fn per_stage_statistics_with_the_old_head_entry_are_converted_or_left_out() {
         let device = crate::device::device(None).unwrap();
-        let config = TrainConfig::from_toml(DEFAULT_CONFIG, "default").unwrap();
-        let model = UsNet::init(&config.model, &Init::Kaiming { seed: 1 }, &device).unwrap();
+        let mut ck = small_checkpoint();
         let spec: WidthSpec = "0.5/0.35/0.5/0.75/1".parse().unwrap();
         let x = Tensor::<4>::ones([2, 1, 28, 28], &device);
-        let stats = calibrate(&model, vec![x], std::slice::from_ref(&spec)).unwrap().remove(0);
+        let stats = calibrate(&ck.model, vec![x], std::slice::from_ref(&spec)).unwrap().remove(0);
         let legacy = |head: f64| {
             let mut ws = spec.widths();
             ws.push(crate::width::Width::new(head).unwrap());
             WidthSpec::PerStage(ws)
         };
         // Head at full width: the same network as the new spec. Head at 0.5: gone.
-        let bn_stats = vec![(legacy(1.0), stats.clone()), (legacy(0.5), stats)];
-        let ck = Checkpoint { config, state: TrainState::default(), model, momentum: HashMap::new(), bn_stats, running_stats: None, notes: Vec::new() };
+        ck.bn_stats = vec![(legacy(1.0), stats.clone()), (legacy(0.5), stats)];
         let dir = tempfile::tempdir().unwrap();
         ck.save(&dir.path().join(FILE_NAME)).unwrap();
         let back = Checkpoint::load(dir.path(), &device).unwrap();

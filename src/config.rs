@@ -142,56 +142,33 @@ pub struct TrainConfig {
     pub backend: Option<String>,
 }
 
-fn d_dataset() -> String {
-    "fashion-mnist".into()
+/// The defaults serde fills in for missing keys (`default = "d_..."` takes a function).
+macro_rules! defaults {
+    ($($name:ident: $ty:ty = $value:expr;)*) => {
+        $(fn $name() -> $ty {
+            $value
+        })*
+    };
 }
-fn d_mode() -> TrainingMode {
-    TrainingMode::Universal
-}
-fn d_range() -> [f64; 2] {
-    [0.35, 1.0]
-}
-fn d_list() -> Vec<f64> {
-    vec![1.0, 0.75, 0.5, 0.35]
-}
-fn d_n() -> usize {
-    4
-}
-fn d_true() -> bool {
-    true
-}
-fn d_opt() -> Optimizer {
-    Optimizer::Sgd
-}
-fn d_momentum() -> f64 {
-    0.9
-}
-fn d_wd() -> f64 {
-    4e-5
-}
-fn d_lr() -> f64 {
-    0.1
-}
-fn d_sched() -> LrScheduler {
-    LrScheduler::LinearDecaying
-}
-fn d_gamma() -> f64 {
-    0.1
-}
-fn d_epochs() -> usize {
-    2
-}
-fn d_batch() -> usize {
-    128
-}
-fn d_seed() -> u64 {
-    1995
-}
-fn d_cal() -> usize {
-    8
-}
-fn d_workers() -> usize {
-    2
+
+defaults! {
+    d_dataset: String = "fashion-mnist".into();
+    d_mode: TrainingMode = TrainingMode::Universal;
+    d_range: [f64; 2] = [0.35, 1.0];
+    d_list: Vec<f64> = vec![1.0, 0.75, 0.5, 0.35];
+    d_n: usize = 4;
+    d_true: bool = true;
+    d_opt: Optimizer = Optimizer::Sgd;
+    d_momentum: f64 = 0.9;
+    d_wd: f64 = 4e-5;
+    d_lr: f64 = 0.1;
+    d_sched: LrScheduler = LrScheduler::LinearDecaying;
+    d_gamma: f64 = 0.1;
+    d_epochs: usize = 2;
+    d_batch: usize = 128;
+    d_seed: u64 = 1995;
+    d_cal: usize = 8;
+    d_workers: usize = 2;
 }
 
 /// The most epochs a config may ask for.
@@ -258,18 +235,13 @@ impl TrainConfig {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         self.model.validate()?;
         let range = self.model.range()?;
-        if !(1..=MAX_EPOCHS).contains(&self.num_epochs) {
-            return bad(format!("num_epochs must be in 1..={MAX_EPOCHS}, got {}", self.num_epochs));
-        }
-        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
-            return bad(format!("batch_size must be in 1..={MAX_BATCH_SIZE}, got {}", self.batch_size));
-        }
-        if !(1..=MAX_SAMPLE_TRAINING).contains(&self.num_sample_training) {
-            return bad(format!("num_sample_training must be in 1..={MAX_SAMPLE_TRAINING}, got {}", self.num_sample_training));
-        }
-        if !(1..=MAX_CAL_BATCHES).contains(&self.bn_cal_batch_num) {
-            return bad(format!("bn_cal_batch_num must be in 1..={MAX_CAL_BATCHES}, got {}", self.bn_cal_batch_num));
-        }
+        let count = |key: &str, value: usize, max: usize| {
+            if (1..=max).contains(&value) { Ok(()) } else { bad(format!("{key} must be in 1..={max}, got {value}")) }
+        };
+        count("num_epochs", self.num_epochs, MAX_EPOCHS)?;
+        count("batch_size", self.batch_size, MAX_BATCH_SIZE)?;
+        count("num_sample_training", self.num_sample_training, MAX_SAMPLE_TRAINING)?;
+        count("bn_cal_batch_num", self.bn_cal_batch_num, MAX_CAL_BATCHES)?;
         if self.data_loader_workers > MAX_WORKERS {
             return bad(format!("data_loader_workers must be at most {MAX_WORKERS}, got {}", self.data_loader_workers));
         }

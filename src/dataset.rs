@@ -37,21 +37,14 @@ impl ExperimentData {
         let dir = config.data_dir()?;
         let Splits { train, test } = kind.load(&dir)?;
         let (channels, classes) = (train.channels(), train.num_classes());
+        let mismatch = |has: String, key: &str, value: usize| {
+            Err(Error::InvalidConfig(format!("{kind} in {} has {has} but model.{key} = {value}", dir.display())))
+        };
         if channels != config.model.input_channels {
-            return Err(Error::InvalidConfig(format!(
-                "{} in {} has {channels} channel(s) but model.input_channels = {}",
-                kind,
-                dir.display(),
-                config.model.input_channels
-            )));
+            return mismatch(format!("{channels} channel(s)"), "input_channels", config.model.input_channels);
         }
         if classes > config.model.num_classes {
-            return Err(Error::InvalidConfig(format!(
-                "{} in {} has {classes} classes but model.num_classes = {}",
-                kind,
-                dir.display(),
-                config.model.num_classes
-            )));
+            return mismatch(format!("{classes} classes"), "num_classes", config.model.num_classes);
         }
         let limit = |n: usize| (n > 0).then_some(n);
         let (train, validation, validation_indices) = if config.validation_size > 0 {
@@ -61,13 +54,11 @@ impl ExperimentData {
             (train, None, Vec::new())
         };
         let train = Arc::new(train);
-        let mut train_cfg = LoaderConfig::train(config.batch_size, config.random_seed);
-        train_cfg.workers = config.data_loader_workers;
-        train_cfg.limit = limit(config.train_subset);
-        let mut cal_cfg = train_cfg.clone();
-        cal_cfg.seed = config.random_seed.wrapping_add(0x5EED);
-        let mut test_cfg = LoaderConfig::eval(config.batch_size);
-        test_cfg.workers = config.data_loader_workers;
+        let workers = config.data_loader_workers;
+        let train_cfg =
+            LoaderConfig { workers, limit: limit(config.train_subset), ..LoaderConfig::train(config.batch_size, config.random_seed) };
+        let cal_cfg = LoaderConfig { seed: config.random_seed.wrapping_add(0x5EED), ..train_cfg.clone() };
+        let mut test_cfg = LoaderConfig { workers, ..LoaderConfig::eval(config.batch_size) };
         let validation = validation
             .map(|v| Loader::new(Arc::new(v), kind.eval_transform(), test_cfg.clone()))
             .transpose()?;

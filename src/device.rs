@@ -6,20 +6,15 @@ use crate::error::{Error, Result};
 
 /// The backends this build has, in order of preference.
 pub fn available_backends() -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if cfg!(feature = "cuda") {
-        out.push("cuda");
-    }
-    if cfg!(feature = "wgpu") {
-        out.push("wgpu");
-    }
-    if cfg!(feature = "tch") {
-        out.push("tch");
-    }
-    if cfg!(feature = "flex") {
-        out.push("flex");
-    }
-    out
+    [
+        ("cuda", cfg!(feature = "cuda")),
+        ("wgpu", cfg!(feature = "wgpu")),
+        ("tch", cfg!(feature = "tch")),
+        ("flex", cfg!(feature = "flex")),
+    ]
+    .into_iter()
+    .filter_map(|(name, built)| built.then_some(name))
+    .collect()
 }
 
 /// The device of backend `name` (`flex`, `tch`, `wgpu` or `cuda`), or of the build's first

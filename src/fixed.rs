@@ -322,7 +322,7 @@ fn host(data: burn::tensor::TensorData) -> Vec<f32> {
 }
 
 /// `full[..out, ..inp, :, :]` of a row-major `[o, i, k, k]` buffer.
-fn first_channels_4d(full: &[f32], [_, i, k, _]: [usize; 4], out: usize, inp: usize) -> Vec<f32> {
+pub(crate) fn first_channels_4d(full: &[f32], [_, i, k, _]: [usize; 4], out: usize, inp: usize) -> Vec<f32> {
     let kk = k * k;
     (0..out).flat_map(|o| full[(o * i) * kk..(o * i + inp) * kk].iter().copied()).collect()
 }

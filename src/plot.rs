@@ -305,11 +305,7 @@ fn validate(figure: &Figure) -> Result<(), PlotError> {
 /// The padded axis range of `values` (finite, at least one): 4% of the span on each side
 /// (on a log axis, 4% of the log span); a single value gets a range around it.
 fn data_range(values: impl Iterator<Item = f64>, log: bool, axis: &'static str) -> Result<(f64, f64), PlotError> {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for v in values {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if log {
         let (a, b) = (lo.log10(), hi.log10());
         let pad = if b > a { (b - a) * 0.04 } else { 0.1 };
@@ -429,10 +425,7 @@ where
         // transparent (and a curve without markers gets an invisible one in its legend).
         let circle = shape == Shape::Circle;
         let none = (TRANSPARENT.filled(), TRANSPARENT.stroke_width(0));
-        let marker = move |fill: ShapeStyle| {
-            let (c, p) = if circle { ((fill, stroke), none) } else { (none, (fill, stroke)) };
-            (c, p)
-        };
+        let marker = move |fill: ShapeStyle| if circle { ((fill, stroke), none) } else { (none, (fill, stroke)) };
         let (lo, lc) = (outline.clone(), closed.clone());
         let legend_styles = if markers { marker(fill) } else { (none, none) };
         series.label(curve.label.as_str()).legend(move |(lx, ly)| {

@@ -74,14 +74,8 @@ impl FromStr for Width {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let value: f64 = s.trim().parse().map_err(|_| Error::InvalidWidth {
-            input: s.into(),
-            reason: "expected a number in (0, 1], such as 0.5".into(),
-        })?;
-        Width::new(value).map_err(|_| Error::InvalidWidth {
-            input: s.into(),
-            reason: "expected a number in (0, 1], such as 0.5".into(),
-        })
+        let value = s.trim().parse().ok().and_then(|v| Width::new(v).ok());
+        value.ok_or_else(|| Error::InvalidWidth { input: s.into(), reason: "expected a number in (0, 1], such as 0.5".into() })
     }
 }
 

@@ -78,18 +78,10 @@ pub const INTERRUPTED_EXIT: i32 = 130;
 
 /// A command stopped by Ctrl-C after saving its work; it has said so, and exits with
 /// [`INTERRUPTED_EXIT`].
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
 pub struct Interrupted;
 
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted")
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-/// Loads a checkpoint and reports on stderr what loading it had to convert or leave out.
 /// The number of processes of the MPI job that started this one (OpenMPI's or MPICH's
 /// launcher variables), or `None` outside mpirun.
 fn mpi_job_size() -> Option<usize> {
@@ -132,6 +124,7 @@ pub(crate) fn in_job(f: impl FnOnce(&mut dyn usnet::collective::Collective) -> a
     }
 }
 
+/// Loads a checkpoint and reports on stderr what loading it had to convert or leave out.
 pub(crate) fn load_checkpoint(path: &std::path::Path, device: &burn::tensor::Device) -> anyhow::Result<usnet::checkpoint::Checkpoint> {
     let ck = usnet::checkpoint::Checkpoint::load(path, device)?;
     for note in &ck.notes {

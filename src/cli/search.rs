@@ -236,14 +236,11 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     };
 
     let kind = args.budget.kind;
-    let mut ends = Vec::new();
-    for genes in [space.cheapest(), space.largest()] {
+    let mut end = |genes: Vec<usize>| -> anyhow::Result<Ends> {
         let spec = space.spec(&genes);
-        let macs = width_cost(&model, &spec, h)?.macs;
-        ends.push(Ends { cost: cost.cost(&spec)?, spec: spec.to_string(), macs });
-    }
-    let largest = ends.pop().expect("two ends");
-    let cheapest = ends.pop().expect("two ends");
+        Ok(Ends { cost: cost.cost(&spec)?, spec: spec.to_string(), macs: width_cost(&model, &spec, h)?.macs })
+    };
+    let (cheapest, largest) = (end(space.cheapest())?, end(space.largest())?);
     let mut search = Search::new(space.clone(), args.budget, &mut scorer, cost).with_context(|| path.display().to_string())?;
     search.time_limit = args.time_limit;
     search.evolution = EvolutionSettings { population: args.population, generations: args.generations, seed: args.seed, ..EvolutionSettings::default() };

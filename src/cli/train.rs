@@ -80,21 +80,11 @@ fn resolve_config(args: &TrainArgs) -> anyhow::Result<TrainConfig> {
         None if args.resume && stored.exists() => usnet::checkpoint::read_meta(&stored)?.0,
         None => TrainConfig::from_toml(DEFAULT_CONFIG, "the built-in default config")?,
     };
-    if let Some(e) = args.epochs {
-        config.num_epochs = e;
-    }
-    if let Some(s) = args.max_steps {
-        config.max_steps = s;
-    }
-    if let Some(b) = args.batch_size {
-        config.batch_size = b;
-    }
-    if let Some(d) = &args.data_dir {
-        config.data_dir = Some(d.clone());
-    }
-    if let Some(b) = &args.backend {
-        config.backend = Some(b.clone());
-    }
+    config.num_epochs = args.epochs.unwrap_or(config.num_epochs);
+    config.max_steps = args.max_steps.unwrap_or(config.max_steps);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.data_dir = args.data_dir.clone().or(config.data_dir);
+    config.backend = args.backend.clone().or(config.backend);
     config.validate().context("checking the config after command-line overrides")?;
     Ok(config)
 }
@@ -178,17 +168,15 @@ fn run_in(args: TrainArgs, collective: &mut dyn usnet::collective::Collective) -
         pb.finish();
     }
     let ck = result.with_context(|| format!("training into {}", args.output.display()))?;
+    let interrupted = stop.is_some_and(|s| s.load(Ordering::SeqCst)) && !ck.state.finished;
     if !root {
-        return match stop.is_some_and(|s| s.load(Ordering::SeqCst)) && !ck.state.finished {
-            true => Err(super::Interrupted.into()),
-            false => Ok(()),
-        };
+        return if interrupted { Err(super::Interrupted.into()) } else { Ok(()) };
     }
     let path = usnet::checkpoint::resolve(&args.output);
     let resume = format!("usnet train --output {} --resume", args.output.display());
     if ck.state.finished {
         eprintln!("trained {} steps; checkpoint {}", ck.state.step, path.display());
-    } else if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+    } else if interrupted {
         eprintln!("interrupted at step {}; checkpoint {} saved; continue with: {resume}", ck.state.step, path.display());
         return Err(super::Interrupted.into());
     } else {

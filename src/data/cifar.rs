@@ -180,23 +180,21 @@ mod tests {
     use crate::data::testutil::cifar_records;
     use std::fs;
 
+    /// Writes `n` records of `kind` (see [`cifar_records`]) to `path`.
+    fn write_records(path: &Path, kind: CifarKind, n: usize, seed: u8) {
+        fs::write(path, cifar_records(kind, n, seed)).unwrap();
+    }
+
     #[test]
     fn cifar10_round_trip_in_subdir() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("cifar-10-batches-bin");
         fs::create_dir(&d).unwrap();
         for b in 1..=5 {
-            fs::write(
-                d.join(format!("data_batch_{b}.bin")),
-                cifar_records(CifarKind::Cifar10, 3, b as u8),
-            )
-            .unwrap();
+            let batch = d.join(format!("data_batch_{b}.bin"));
+            write_records(&batch, CifarKind::Cifar10, 3, b as u8);
         }
-        fs::write(
-            d.join("test_batch.bin"),
-            cifar_records(CifarKind::Cifar10, 2, 9),
-        )
-        .unwrap();
+        write_records(&d.join("test_batch.bin"), CifarKind::Cifar10, 2, 9);
         let s = load_cifar10(tmp.path()).unwrap();
         assert_eq!(
             (s.train.len(), s.test.len(), s.train.num_classes()),
@@ -218,16 +216,8 @@ mod tests {
     #[test]
     fn cifar100_uses_fine_label() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(
-            tmp.path().join("train.bin"),
-            cifar_records(CifarKind::Cifar100, 4, 95),
-        )
-        .unwrap();
-        fs::write(
-            tmp.path().join("test.bin"),
-            cifar_records(CifarKind::Cifar100, 1, 0),
-        )
-        .unwrap();
+        write_records(&tmp.path().join("train.bin"), CifarKind::Cifar100, 4, 95);
+        write_records(&tmp.path().join("test.bin"), CifarKind::Cifar100, 1, 0);
         let s = load_cifar100(tmp.path()).unwrap();
         assert_eq!(
             (s.train.len(), s.test.len(), s.train.num_classes()),
@@ -240,11 +230,7 @@ mod tests {
     #[test]
     fn truncated_named() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(
-            tmp.path().join("train.bin"),
-            cifar_records(CifarKind::Cifar100, 2, 0),
-        )
-        .unwrap();
+        write_records(&tmp.path().join("train.bin"), CifarKind::Cifar100, 2, 0);
         let mut t = cifar_records(CifarKind::Cifar100, 2, 0);
         t.truncate(5000);
         fs::write(tmp.path().join("test.bin"), t).unwrap();
@@ -288,11 +274,7 @@ mod tests {
     #[test]
     fn missing_batch_named() {
         let tmp = tempfile::tempdir().unwrap();
-        fs::write(
-            tmp.path().join("test_batch.bin"),
-            cifar_records(CifarKind::Cifar10, 1, 0),
-        )
-        .unwrap();
+        write_records(&tmp.path().join("test_batch.bin"), CifarKind::Cifar10, 1, 0);
         let e = load_cifar10(tmp.path()).unwrap_err();
         assert!(matches!(e, DataError::Missing { .. }), "{e:?}");
         assert!(e.to_string().contains("data_batch_1.bin"), "{e}");

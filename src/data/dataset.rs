@@ -14,6 +14,18 @@ pub struct ImageView<'a> {
     pub width: usize,
 }
 
+impl<'a> ImageView<'a> {
+    /// `c` planes of `h × w` pixels.
+    pub fn new(data: impl Into<Cow<'a, [u8]>>, c: usize, h: usize, w: usize) -> Self {
+        ImageView {
+            data: data.into(),
+            channels: c,
+            height: h,
+            width: w,
+        }
+    }
+}
+
 /// Where the pixels of a [`Dataset`] live.
 #[derive(Debug, Clone)]
 enum Pixels {
@@ -184,12 +196,8 @@ impl Dataset {
                 width,
             } => {
                 let n = self.channels * height * width;
-                Ok(ImageView {
-                    data: Cow::Borrowed(&data[i * n..(i + 1) * n]),
-                    channels: self.channels,
-                    height: *height,
-                    width: *width,
-                })
+                let pixels = &data[i * n..(i + 1) * n];
+                Ok(ImageView::new(pixels, self.channels, *height, *width))
             }
             Pixels::Files(files) => decode_rgb(&files[i]),
         }
@@ -305,12 +313,7 @@ pub(crate) fn decode_rgb(path: &Path) -> Result<ImageView<'static>> {
         chw[plane + p] = px[1];
         chw[2 * plane + p] = px[2];
     }
-    Ok(ImageView {
-        data: Cow::Owned(chw),
-        channels: 3,
-        height: h,
-        width: w,
-    })
+    Ok(ImageView::new(chw, 3, h, w))
 }
 
 /// `dir/name`, or a [`DataError::Missing`] naming it (with `hint`) when it is not a file.

@@ -32,11 +32,6 @@ pub fn load_image_folder(root: &Path) -> Result<Splits> {
     Ok(Splits { train, test: val })
 }
 
-/// Sorted class folder names under `dir` (UTF-8 names only; others are an error).
-pub fn list_classes(dir: &Path) -> Result<Vec<String>> {
-    list_dirs(&require_dir(dir)?)
-}
-
 fn load_split(dir: &Path, classes: &[String], every_class_nonempty: bool) -> Result<Dataset> {
     let (mut files, mut labels) = (Vec::new(), Vec::new());
     for name in list_dirs(dir)? {
@@ -106,7 +101,6 @@ fn list_dirs(dir: &Path) -> Result<Vec<String>> {
             names.push(name.to_string());
         }
     }
-    names.sort();
     Ok(names)
 }
 

@@ -421,14 +421,14 @@ mod tests {
         }
     }
 
+    /// A loader over `toy(n)` without augmentation.
+    fn plain(n: usize, config: LoaderConfig) -> Loader {
+        Loader::new(toy(n), Transform::normalize_only(Normalize::unit()), config).unwrap()
+    }
+
     #[test]
     fn every_sample_once_per_epoch() {
-        let l = Loader::new(
-            toy(23),
-            Transform::normalize_only(Normalize::unit()),
-            cfg(5, 7, 2),
-        )
-        .unwrap();
+        let l = plain(23, cfg(5, 7, 2));
         assert_eq!(l.batches_per_epoch(), 5);
         for epoch in 0..3 {
             let batches = collect(l.epoch(epoch));
@@ -517,27 +517,23 @@ mod tests {
     #[test]
     fn drop_last_limit_and_eval_order() {
         let t = Transform::normalize_only(Normalize::unit());
-        let l = Loader::new(
-            toy(23),
-            t.clone(),
+        let l = plain(
+            23,
             LoaderConfig {
                 drop_last: true,
                 ..cfg(5, 1, 1)
             },
-        )
-        .unwrap();
+        );
         assert_eq!(l.batches_per_epoch(), 4);
         assert!(collect(l.epoch(0)).iter().all(|b| b.shape[0] == 5));
 
-        let l = Loader::new(
-            toy(23),
-            t.clone(),
+        let l = plain(
+            23,
             LoaderConfig {
                 limit: Some(7),
                 ..LoaderConfig::eval(3)
             },
-        )
-        .unwrap();
+        );
         assert_eq!((l.num_samples(), l.batches_per_epoch()), (7, 3));
         let all: Vec<usize> = collect(l.epoch(9)).iter().flat_map(ids).collect();
         assert_eq!(all, (0..7).collect::<Vec<_>>());
@@ -569,12 +565,7 @@ mod tests {
 
     #[test]
     fn early_drop_stops_workers() {
-        let l = Loader::new(
-            toy(100),
-            Transform::normalize_only(Normalize::unit()),
-            cfg(2, 0, 2),
-        )
-        .unwrap();
+        let l = plain(100, cfg(2, 0, 2));
         let mut e = l.epoch(0);
         assert!(e.next().unwrap().is_ok());
         assert_eq!(e.next_index(), 1);

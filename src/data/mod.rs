@@ -32,11 +32,10 @@ mod testutil;
 pub use cifar::{CifarKind, load_cifar, load_cifar_files, load_cifar10, load_cifar100};
 pub use dataset::{Dataset, ImageView, Splits};
 pub use error::{DataError, Result};
-pub use folder::{list_classes, load_image_folder};
+pub use folder::load_image_folder;
 pub use idx::{
     FASHION_MNIST_DIR, FASHION_MNIST_HINT, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IdxImages,
-    MNIST_HINT, load_fashion_mnist, load_idx_dir, load_idx_pair, load_mnist, read_idx_images,
-    read_idx_labels,
+    MNIST_HINT, load_fashion_mnist, load_idx_pair, load_mnist, read_idx_images, read_idx_labels,
 };
 pub use kind::DatasetKind;
 pub use loader::{Batch, Epoch, Loader, LoaderConfig};

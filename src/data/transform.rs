@@ -120,6 +120,18 @@ struct Axis {
     skip: usize,
 }
 
+impl Axis {
+    /// The window of `len` source pixels from `start` resized to `out` pixels.
+    fn new(start: usize, len: usize, out: usize, skip: usize) -> Self {
+        Axis {
+            start,
+            len,
+            scale: len as f64 / out as f64,
+            skip,
+        }
+    }
+}
+
 impl Transform {
     /// Normalisation only (evaluation for fixed-size datasets).
     pub fn normalize_only(normalize: Normalize) -> Self {
@@ -160,13 +172,6 @@ impl Transform {
             hflip,
             normalize,
         }
-    }
-
-    /// Whether `apply` consumes randomness.
-    pub fn is_random(&self) -> bool {
-        self.hflip
-            || matches!(self.geometry, Geometry::PadCrop { pad } if pad > 0)
-            || matches!(self.geometry, Geometry::RandomResizedCrop { .. })
     }
 
     /// Output (C, H, W) for inputs with `channels` channels and, when fixed,
@@ -240,36 +245,16 @@ impl Transform {
                 // torchvision's CenterCrop offset: Python's round, ties to even.
                 let skip = |full: usize| ((full - crop) as f64 / 2.0).round_ties_even() as usize;
                 Plan::Resample {
-                    ys: Axis {
-                        start: 0,
-                        len: h,
-                        scale: h as f64 / rh as f64,
-                        skip: skip(rh),
-                    },
-                    xs: Axis {
-                        start: 0,
-                        len: w,
-                        scale: w as f64 / rw as f64,
-                        skip: skip(rw),
-                    },
+                    ys: Axis::new(0, h, rh, skip(rh)),
+                    xs: Axis::new(0, w, rw, skip(rw)),
                 }
             }
             Geometry::RandomResizedCrop { size, scale, ratio } => {
                 let (i, j, ch, cw) = random_resized_window(h, w, scale, ratio, rng);
                 // torchvision's resized_crop: crop the window, then resize it.
                 Plan::Resample {
-                    ys: Axis {
-                        start: i,
-                        len: ch,
-                        scale: ch as f64 / size as f64,
-                        skip: 0,
-                    },
-                    xs: Axis {
-                        start: j,
-                        len: cw,
-                        scale: cw as f64 / size as f64,
-                        skip: 0,
-                    },
+                    ys: Axis::new(i, ch, size, 0),
+                    xs: Axis::new(j, cw, size, 0),
                 }
             }
         }
@@ -422,16 +407,10 @@ fn fixed_point_sum(terms: impl Iterator<Item = (i32, u8)>) -> u8 {
 mod tests {
     use super::*;
     use rand::SeedableRng;
-    use std::borrow::Cow;
 
     fn img(c: usize, h: usize, w: usize) -> ImageView<'static> {
-        let data = (0..c * h * w).map(|i| (i % 251) as u8 + 1).collect();
-        ImageView {
-            data: Cow::Owned(data),
-            channels: c,
-            height: h,
-            width: w,
-        }
+        let data: Vec<u8> = (0..c * h * w).map(|i| (i % 251) as u8 + 1).collect();
+        ImageView::new(data, c, h, w)
     }
 
     fn run(t: &Transform, im: &ImageView<'_>, seed: u64) -> Vec<f32> {
@@ -446,12 +425,7 @@ mod tests {
 
     #[test]
     fn normalisation_per_channel() {
-        let im = ImageView {
-            data: Cow::Owned(vec![0, 255, 51, 102]),
-            channels: 2,
-            height: 1,
-            width: 2,
-        };
+        let im = ImageView::new(vec![0, 255, 51, 102], 2, 1, 2);
         let t = Transform::normalize_only(Normalize::new(&[0.0, 0.2], &[1.0, 0.5]));
         let out = run(&t, &im, 0);
         let want = [0.0, 1.0, 0.0, 0.4];
@@ -509,13 +483,13 @@ mod tests {
     /// The bytes of `scripts/pil_resize_fixture.py`'s test image.
     fn pattern(c: usize, h: usize, w: usize, seed: u64) -> ImageView<'static> {
         let mut state = seed;
-        let data = (0..c * h * w)
+        let data: Vec<u8> = (0..c * h * w)
             .map(|_| {
                 state = (state * 1103515245 + 12345) % (1 << 31);
                 (state >> 23) as u8
             })
             .collect();
-        ImageView { data: Cow::Owned(data), channels: c, height: h, width: w }
+        ImageView::new(data, c, h, w)
     }
 
     #[test]
@@ -536,8 +510,7 @@ mod tests {
                 _ => {
                     let win: Vec<usize> = case["window"].as_array().unwrap().iter().map(n).collect();
                     let size = n(&case["size"]);
-                    let axis = |start, len| Axis { start, len, scale: len as f64 / size as f64, skip: 0 };
-                    let plan = Plan::Resample { ys: axis(win[0], win[2]), xs: axis(win[1], win[3]) };
+                    let plan = Plan::Resample { ys: Axis::new(win[0], win[2], size, 0), xs: Axis::new(win[1], win[3], size, 0) };
                     let mut out = vec![f32::NAN; c * size * size];
                     render(&im, plan, false, &vec![(1.0 / 255.0, 0.0); c], [size, size], &mut out);
                     (out, size)
@@ -565,12 +538,7 @@ mod tests {
         assert_eq!(t.output_shape(3, None).unwrap(), [3, 6, 6]);
         assert!(run(&t, &im, 0).iter().all(|v| v.is_finite()));
         // Constant image stays constant under resampling.
-        let flat = ImageView {
-            data: Cow::Owned(vec![77; 3 * 9 * 13]),
-            channels: 3,
-            height: 9,
-            width: 13,
-        };
+        let flat = ImageView::new(vec![77; 3 * 9 * 13], 3, 9, 13);
         assert!(
             run(&t, &flat, 0)
                 .iter()

@@ -24,8 +24,6 @@ pub struct ModelProto {
     pub producer_name: Option<String>,
     #[prost(string, optional, tag = "3")]
     pub producer_version: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    pub domain: Option<String>,
     #[prost(int64, optional, tag = "5")]
     pub model_version: Option<i64>,
     #[prost(string, optional, tag = "6")]
@@ -62,8 +60,6 @@ pub struct GraphProto {
     pub name: Option<String>,
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<TensorProto>,
-    #[prost(string, optional, tag = "10")]
-    pub doc_string: Option<String>,
     #[prost(message, repeated, tag = "11")]
     pub input: Vec<ValueInfoProto>,
     #[prost(message, repeated, tag = "12")]

@@ -74,11 +74,8 @@ pub fn import_pytorch(path: &Path, config: &ModelConfig, width_mult_list: &[f64]
         }
         let bytes = t.read().map_err(|e| bad(format!("reading tensor {key}: {e}")))?;
         let values: Vec<f32> = match t.dtype() {
-            DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            DType::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-                .collect(),
+            DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes(c.try_into().expect("4 bytes"))).collect(),
+            DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
             other => return Err(bad(format!("tensor {key} is {other:?}; expected float32 or float64"))),
         };
         let non_finite = values.iter().filter(|v| !v.is_finite()).count();
@@ -89,20 +86,10 @@ pub fn import_pytorch(path: &Path, config: &ModelConfig, width_mult_list: &[f64]
         Ok(values)
     };
 
-    let mut failure = None;
-    model.map_params(&mut |name, _, t| {
+    model.try_map_params(&mut |name, t| {
         let shape = t.shape();
-        match read(name, &shape, &mut used) {
-            Ok(values) => AnyTensor::from_values(values, &shape, device),
-            Err(e) => {
-                failure.get_or_insert(e);
-                t
-            }
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
+        Ok(AnyTensor::from_values(read(name, &shape, &mut used)?, &shape, device))
+    })?;
 
     let specs = width_mult_list.iter().map(|&w| model.width(w)).collect::<Result<Vec<_>>>()?;
     let bn_names = model.bn_names();

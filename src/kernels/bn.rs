@@ -74,14 +74,8 @@ impl Act {
     #[inline(always)]
     fn grad(self, v: f32, g: f32) -> f32 {
         match self {
-            Act::Identity => g,
-            Act::Relu6 => {
-                if (0.0..=6.0).contains(&v) {
-                    g
-                } else {
-                    0.0
-                }
-            }
+            Act::Relu6 if !(0.0..=6.0).contains(&v) => 0.0,
+            _ => g,
         }
     }
 }

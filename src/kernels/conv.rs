@@ -459,11 +459,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The definition, in f64.
-    fn naive(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f64> {
+    pub(crate) fn naive(x: &[f32], w: &[f32], g: &ConvGeom) -> Vec<f64> {
         let (oh, ow, k) = (g.out_h(), g.out_w(), g.kernel);
         let mut y = vec![0.0f64; g.out_len()];
         for n in 0..g.batch {

@@ -27,6 +27,14 @@ pub struct BnStatistics {
     pub layers: Vec<BnStat>,
 }
 
+impl BnStatistics {
+    /// Each layer's statistics cut to its first `channels[layer]` channels.
+    pub fn sliced(&self, channels: &[usize]) -> BnStatistics {
+        let cut = |s: &BnStat, c: usize| BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) };
+        BnStatistics { layers: self.layers.iter().zip(channels).map(|(s, &c)| cut(s, c)).collect() }
+    }
+}
+
 /// Cumulative averages of batch statistics, one slot per BN layer.
 ///
 /// After `k` batches each slot holds the mean of the `k` batch means and of the `k` unbiased
@@ -176,16 +184,8 @@ impl RunningStats {
     /// The statistics a width normalises with: each layer's pair of slot `switch`, cut to the
     /// layer's `channels` at that width.
     pub fn slice(&self, switch: usize, channels: &[usize]) -> BnStatistics {
-        let layers = self
-            .layers
-            .iter()
-            .zip(channels)
-            .map(|(slots, &c)| {
-                let s = &slots[switch.min(slots.len() - 1)];
-                BnStat { mean: s.mean.clone().slice([0..c]), var: s.var.clone().slice([0..c]) }
-            })
-            .collect();
-        BnStatistics { layers }
+        let layers = self.layers.iter().map(|slots| slots[switch.min(slots.len() - 1)].clone()).collect();
+        BnStatistics { layers }.sliced(channels)
     }
 }
 
@@ -201,6 +201,13 @@ pub enum BnMode<'a> {
     Calibrate(&'a mut BnAccumulator),
     /// Stored statistics of the width being run.
     Eval(&'a BnStatistics),
+}
+
+/// A new affine pair of `c` channels, `{prefix}.weight` and `{prefix}.bias`.
+fn new_affine(prefix: &str, c: usize, init: &Init, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    let gamma = new_param(init, &format!("{prefix}.weight"), ParamKind::BnGamma, &[c], device).into_r1();
+    let beta = new_param(init, &format!("{prefix}.bias"), ParamKind::BnBeta, &[c], device).into_r1();
+    (gamma, beta)
 }
 
 /// Batch norm over the first channels of shared affine parameters, or, for an S-Net
@@ -219,27 +226,15 @@ pub struct UsBatchNorm {
 impl UsBatchNorm {
     /// A new layer with `num_features` channels at full width.
     pub fn init(name: &str, index: usize, num_features: usize, init: &Init, device: &Device) -> Self {
-        let gamma = new_param(init, &format!("{name}.weight"), ParamKind::BnGamma, &[num_features], device).into_r1();
-        let beta = new_param(init, &format!("{name}.bias"), ParamKind::BnBeta, &[num_features], device).into_r1();
-        UsBatchNorm { name: name.to_string(), index, affine: vec![(gamma, beta)] }
+        UsBatchNorm { name: name.to_string(), index, affine: vec![new_affine(name, num_features, init, device)] }
     }
 
     /// Makes this a switchable BN with one private affine pair per entry of `channels`
     /// (the layer's channel count at each switch width), named `{name}.bn.{i}.weight`
     /// and `.bias` as the official `SwitchableBatchNorm2d`.
     pub fn make_switchable(&mut self, channels: &[usize], init: &Init, device: &Device) {
-        self.affine = channels
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| {
-                let prefix = format!("{}.bn.{i}", self.name);
-                let g = new_param(init, &format!("{prefix}.weight"), ParamKind::BnGamma, &[c], device).into_r1();
-                let b = new_param(init, &format!("{prefix}.bias"), ParamKind::BnBeta, &[c], device).into_r1();
-                (g, b)
-            })
-            .collect();
+        self.affine = channels.iter().enumerate().map(|(i, &c)| new_affine(&format!("{}.bn.{i}", self.name), c, init, device)).collect();
     }
-
 
     /// Normalises the first `c` channels, `c` being the input's channel count.
     ///

@@ -109,7 +109,6 @@ impl UsConv2d {
     }
 
     pub(crate) fn map_params(&mut self, f: &mut ParamFn) {
-        let kind = ParamKind::ConvWeight { depthwise: self.config.depthwise };
-        self.weight = f(&format!("{}.weight", self.name), kind, AnyTensor::R4(self.weight.clone())).into_r4();
+        self.weight = f(&format!("{}.weight", self.name), self.config.kind(), AnyTensor::R4(self.weight.clone())).into_r4();
     }
 }

@@ -14,6 +14,25 @@ pub enum AnyTensor {
     R4(Tensor<4>),
 }
 
+/// `body` with `t` bound to the tensor of `value`, whatever its rank; with `same_rank`, the
+/// result wrapped back in the variant of `value`.
+macro_rules! each_rank {
+    (same_rank, $value:expr, |$t:ident| $body:expr) => {
+        match $value {
+            AnyTensor::R1($t) => AnyTensor::R1($body),
+            AnyTensor::R2($t) => AnyTensor::R2($body),
+            AnyTensor::R4($t) => AnyTensor::R4($body),
+        }
+    };
+    ($value:expr, |$t:ident| $body:expr) => {
+        match $value {
+            AnyTensor::R1($t) => $body,
+            AnyTensor::R2($t) => $body,
+            AnyTensor::R4($t) => $body,
+        }
+    };
+}
+
 impl AnyTensor {
     /// A tensor of `shape` filled with `values` (row-major) on `device`.
     ///
@@ -32,35 +51,17 @@ impl AnyTensor {
 
     /// The shape.
     pub fn shape(&self) -> Vec<usize> {
-        match self {
-            AnyTensor::R1(t) => t.dims().to_vec(),
-            AnyTensor::R2(t) => t.dims().to_vec(),
-            AnyTensor::R4(t) => t.dims().to_vec(),
-        }
+        each_rank!(self, |t| t.dims().to_vec())
     }
 
     /// The data, read back to the host.
     pub fn to_data(&self) -> TensorData {
-        match self {
-            AnyTensor::R1(t) => t.to_data(),
-            AnyTensor::R2(t) => t.to_data(),
-            AnyTensor::R4(t) => t.to_data(),
-        }
+        each_rank!(self, |t| t.to_data())
     }
 
     /// The elements as one flat tensor.
     pub fn flatten(self) -> Tensor<1> {
-        match self {
-            AnyTensor::R1(t) => t,
-            AnyTensor::R2(t) => {
-                let n = t.shape().num_elements();
-                t.reshape([n])
-            }
-            AnyTensor::R4(t) => {
-                let n = t.shape().num_elements();
-                t.reshape([n])
-            }
-        }
+        each_rank!(self, |t| flat(t))
     }
 
     /// A flat tensor put back into `shape` (rank 1, 2 or 4).
@@ -85,30 +86,17 @@ impl AnyTensor {
 
     /// The same values with autodiff on and gradients retained (a training leaf).
     pub fn into_leaf(self) -> Self {
-        match self {
-            AnyTensor::R1(t) => AnyTensor::R1(t.inner().autodiff().require_grad()),
-            AnyTensor::R2(t) => AnyTensor::R2(t.inner().autodiff().require_grad()),
-            AnyTensor::R4(t) => AnyTensor::R4(t.inner().autodiff().require_grad()),
-        }
+        each_rank!(same_rank, self, |t| t.inner().autodiff().require_grad())
     }
 
     /// The same values without autodiff.
     pub fn into_inner(self) -> Self {
-        match self {
-            AnyTensor::R1(t) => AnyTensor::R1(t.inner()),
-            AnyTensor::R2(t) => AnyTensor::R2(t.inner()),
-            AnyTensor::R4(t) => AnyTensor::R4(t.inner()),
-        }
+        each_rank!(same_rank, self, |t| t.inner())
     }
 
     /// This parameter's gradient in `grads`, flattened.
     pub fn grad_flat(&self, grads: &burn::tensor::Gradients) -> Option<Tensor<1>> {
-        let g = match self {
-            AnyTensor::R1(t) => t.grad(grads).map(AnyTensor::R1),
-            AnyTensor::R2(t) => t.grad(grads).map(AnyTensor::R2),
-            AnyTensor::R4(t) => t.grad(grads).map(AnyTensor::R4),
-        };
-        g.map(AnyTensor::flatten)
+        each_rank!(self, |t| t.grad(grads).map(flat))
     }
 
     /// The rank-1 tensor.
@@ -138,6 +126,12 @@ impl AnyTensor {
             other => panic!("expected a rank-4 parameter, got shape {:?}", other.shape()),
         }
     }
+}
+
+/// The elements of `t` as one flat tensor.
+fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    let n = t.shape().num_elements();
+    t.reshape([n])
 }
 
 /// A function that sees each parameter by name and returns its replacement (same shape).

@@ -104,26 +104,13 @@ impl ModelConfig {
 
     /// The official ImageNet configuration of `arch` with `num_classes` outputs.
     pub fn imagenet(arch: Arch, num_classes: usize) -> Self {
-        match arch {
-            Arch::UsMobilenetV1 => ModelConfig {
-                arch,
-                num_classes,
-                input_channels: 3,
-                divisor: 8,
-                width_range: [0.25, 1.0],
-                block_setting: vec![vec![64, 1, 1], vec![128, 2, 2], vec![256, 2, 2], vec![512, 6, 2], vec![1024, 2, 2]],
-                stem_channels: 32,
-                stem_stride: 2,
-                last_channels: None,
-                switchable_bn: None,
-            },
-            Arch::UsMobilenetV2 => ModelConfig {
-                arch,
-                num_classes,
-                input_channels: 3,
-                divisor: 8,
-                width_range: [0.35, 1.0],
-                block_setting: vec![
+        let (width_range, block_setting, last_channels): (_, Vec<Vec<usize>>, _) = match arch {
+            Arch::UsMobilenetV1 => {
+                ([0.25, 1.0], vec![vec![64, 1, 1], vec![128, 2, 2], vec![256, 2, 2], vec![512, 6, 2], vec![1024, 2, 2]], None)
+            }
+            Arch::UsMobilenetV2 => (
+                [0.35, 1.0],
+                vec![
                     vec![1, 16, 1, 1],
                     vec![6, 24, 2, 2],
                     vec![6, 32, 3, 2],
@@ -132,11 +119,20 @@ impl ModelConfig {
                     vec![6, 160, 3, 2],
                     vec![6, 320, 1, 1],
                 ],
-                stem_channels: 32,
-                stem_stride: 2,
-                last_channels: Some(1280),
-                switchable_bn: None,
-            },
+                Some(1280),
+            ),
+        };
+        ModelConfig {
+            arch,
+            num_classes,
+            input_channels: 3,
+            divisor: 8,
+            width_range,
+            block_setting,
+            stem_channels: 32,
+            stem_stride: 2,
+            last_channels,
+            switchable_bn: None,
         }
     }
 

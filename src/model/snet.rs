@@ -34,15 +34,9 @@ pub(crate) fn switch_index(widths: &[f64], spec: &WidthSpec) -> Result<usize> {
 /// Gives every BN layer of `model` one private affine pair per switch width, sized to the
 /// layer's channels at that width.
 pub(crate) fn make_switchable(model: &mut UsNet, widths: &[f64], init: &Init, device: &Device) -> Result<()> {
-    let mut per_bn = vec![Vec::new(); model.num_bn()];
-    for &w in widths {
-        let channels = model.bn_channels(&WidthSpec::Uniform(Width::new(w)?))?;
-        for (slot, c) in per_bn.iter_mut().zip(channels) {
-            slot.push(c);
-        }
-    }
-    for (bn, channels) in model.bn_layers_mut().into_iter().zip(per_bn) {
-        bn.make_switchable(&channels, init, device);
+    let per_width = widths.iter().map(|&w| model.bn_channels(&WidthSpec::Uniform(Width::new(w)?))).collect::<Result<Vec<_>>>()?;
+    for (j, bn) in model.bn_layers_mut().into_iter().enumerate() {
+        bn.make_switchable(&per_width.iter().map(|channels| channels[j]).collect::<Vec<_>>(), init, device);
     }
     Ok(())
 }

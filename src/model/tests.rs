@@ -6,6 +6,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::calibration::{calibrate, CalibratedModel};
 use crate::init::Init;
+use crate::kernels::conv::ConvGeom;
 use crate::layers::{BnAccumulator, BnMode, UsBatchNorm, UsConv2dConfig};
 use crate::model::{Arch, ModelConfig, UsNet};
 use crate::train::{train_step, Sgd, SgdConfig, StepOptions};
@@ -17,43 +18,6 @@ fn device() -> Device {
 }
 
 use crate::bench::random_values as random;
-
-/// Naive dense/grouped conv with padding k/2, in f64.
-fn reference_conv(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], stride: usize, groups: usize) -> Vec<f64> {
-    let [n, c, h, wd] = xs;
-    let [o, ipg, k, _] = ws;
-    let pad = k / 2;
-    let (ho, wo) = ((h + 2 * pad - k) / stride + 1, (wd + 2 * pad - k) / stride + 1);
-    let opg = o / groups;
-    let mut out = vec![0.0; n * o * ho * wo];
-    for b in 0..n {
-        for oc in 0..o {
-            let g = oc / opg;
-            for y in 0..ho {
-                for xx in 0..wo {
-                    let mut acc = 0.0f64;
-                    for i in 0..ipg {
-                        let ic = g * ipg + i;
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let iy = (y * stride + ky) as isize - pad as isize;
-                                let ix = (xx * stride + kx) as isize - pad as isize;
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
-                                    continue;
-                                }
-                                let xv = x[((b * c + ic) * h + iy as usize) * wd + ix as usize];
-                                let wv = w[((oc * ipg + i) * k + ky) * k + kx];
-                                acc += f64::from(xv) * f64::from(wv);
-                            }
-                        }
-                    }
-                    out[((b * o + oc) * ho + y) * wo + xx] = acc;
-                }
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
@@ -75,19 +39,11 @@ fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
         let (xv, x) = random(&mut rng, xs, &device);
         let got = conv.forward(x, c_out).into_data().try_to_vec::<f32>().unwrap();
 
-        // The reference uses an explicitly sliced copy of the weight.
+        // The reference is the dense definition on an explicitly sliced copy of the weight.
         let full = conv.weight.to_data().try_to_vec::<f32>().unwrap();
-        let [_, ipg_full, _, _] = conv.weight.dims();
-        let ipg = if depthwise { 1 } else { c_in };
-        let mut sliced = Vec::new();
-        for o in 0..c_out {
-            for i in 0..ipg {
-                let start = ((o * ipg_full) + i) * k * k;
-                sliced.extend_from_slice(&full[start..start + k * k]);
-            }
-        }
-        let groups = if depthwise { c_in } else { 1 };
-        let want = reference_conv(&xv, xs, &sliced, [c_out, ipg, k, k], stride, groups);
+        let sliced = crate::fixed::first_channels_4d(&full, conv.weight.dims(), c_out, if depthwise { 1 } else { c_in });
+        let g = ConvGeom { batch: xs[0], c_in, h: xs[2], w: xs[3], c_out, kernel: k, stride, pad: k / 2, depthwise };
+        let want = crate::kernels::conv::tests::naive(&xv, &sliced, &g);
         assert_eq!(got.len(), want.len(), "case {case}");
         for (g, w) in got.iter().zip(&want) {
             assert!((f64::from(*g) - w).abs() <= 1e-4 * (1.0 + w.abs()), "case {case}: {g} vs {w}");
@@ -103,18 +59,15 @@ fn cumulative_bn_statistics_equal_mean_of_batch_statistics() {
     let mut acc = BnAccumulator::new(1);
     let c = 7; // a slimmed width: the first 7 of 12 channels
     let shape = [3, c, 4, 5];
-    let count = (3 * 4 * 5) as f64;
     let (mut mean_ref, mut var_ref) = (vec![0.0f64; c], vec![0.0f64; c]);
     let batches = 5;
     for _ in 0..batches {
         let (v, x) = random(&mut rng, shape, &device);
         bn.forward(x, &mut BnMode::Calibrate(&mut acc), 0);
+        let (m, var) = channel_stats(&v, shape);
         for ch in 0..c {
-            let vals: Vec<f64> = (0..3).flat_map(|b| (0..20).map(move |i| (b, i))).map(|(b, i)| f64::from(v[(b * c + ch) * 20 + i])).collect();
-            let m = vals.iter().sum::<f64>() / count;
-            let var = vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (count - 1.0);
-            mean_ref[ch] += m / batches as f64;
-            var_ref[ch] += var / batches as f64;
+            mean_ref[ch] += m[ch] / batches as f64;
+            var_ref[ch] += var[ch] / batches as f64;
         }
     }
     assert_eq!(acc.batches(), batches);
@@ -605,36 +558,32 @@ fn data_parallel_steps_average_the_gradients_of_their_shards() {
     assert_eq!(out.samples, 5);
     close(&ghost, "2 ghost batches");
 
-    // Two processes, one at a time: rank 1's contribution is what rank 0 receives.
-    let mut rank1 = Simulated { rank: 1, size: 2, ..Default::default() };
-    let (x1, l1) = shard(2..5);
-    let mut m1 = model.clone();
-    let mut p1 = Parallel { collective: &mut rank1, ghost_batches: 1, stop: true };
-    train_step_parallel(&mut m1, &mut plain(), x1, &l1, &widths, options, 1, &mut fresh_stats.clone(), &mut p1).unwrap();
-    let mut rank0 = Simulated { rank: 0, size: 2, peers: VecDeque::from(rank1.sent.clone()), ..Default::default() };
-    assert_eq!(rank0.size(), 2);
-    let (x0, l0) = shard(0..2);
-    let mut m0 = model.clone();
-    let mut p0 = Parallel { collective: &mut rank0, ghost_batches: 1, stop: false };
-    let out = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 1, &mut fresh_stats.clone(), &mut p0).unwrap();
-    assert_eq!(rank0.sent.len(), 1, "one all-reduce per step");
+    // Two processes, one at a time: rank `rank` of 2 steps on `(x, labels)` with `peers`, what
+    // the other rank sent; returns the step's output, the model after it and what it sent.
+    let step_as = |rank: usize, peers: Vec<Vec<f32>>, (x, labels): (Tensor<4>, Vec<i64>), stop: bool, step: u64| {
+        let mut sim = Simulated { rank, size: 2, peers: VecDeque::from(peers), ..Default::default() };
+        assert_eq!(sim.size(), 2);
+        let mut m = model.clone();
+        let mut p = Parallel { collective: &mut sim, ghost_batches: 1, stop };
+        let out = train_step_parallel(&mut m, &mut plain(), x, &labels, &widths, options, step, &mut fresh_stats.clone(), &mut p);
+        (out, m, sim.sent)
+    };
+    // Rank 1's contribution is what rank 0 receives.
+    let (out1, _, sent1) = step_as(1, Vec::new(), shard(2..5), true, 1);
+    out1.unwrap();
+    let (out, m0, sent0) = step_as(0, sent1, shard(0..2), false, 1);
+    let out = out.unwrap();
+    assert_eq!(sent0.len(), 1, "one all-reduce per step");
     assert_eq!((out.samples, out.stop), (5, true), "the global batch, and rank 1's stop reaches rank 0");
     close(&m0, "rank 0 of 2");
 
     // A non-finite loss on rank 1 is an error on rank 0 too, before any update.
-    let mut rank1 = Simulated { rank: 1, size: 2, ..Default::default() };
     let nan = Tensor::<4>::full([3, 3, 8, 8], f32::NAN, &device);
-    let mut m1 = model.clone();
-    let mut p1 = Parallel { collective: &mut rank1, ghost_batches: 1, stop: false };
-    let _ = train_step_parallel(&mut m1, &mut plain(), nan, &l1, &widths, options, 4, &mut fresh_stats.clone(), &mut p1);
-    let mut rank0 = Simulated { rank: 0, size: 2, peers: VecDeque::from(rank1.sent), ..Default::default() };
-    let (x0, l0) = shard(0..2);
-    let mut m0 = model.clone();
-    let before = param_values(&m0);
-    let mut p0 = Parallel { collective: &mut rank0, ghost_batches: 1, stop: false };
-    let err = train_step_parallel(&mut m0, &mut plain(), x0, &l0, &widths, options, 4, &mut fresh_stats.clone(), &mut p0).unwrap_err();
+    let (_, _, sent1) = step_as(1, Vec::new(), (nan, shard(2..5).1), false, 4);
+    let (out, m0, _) = step_as(0, sent1, shard(0..2), false, 4);
+    let err = out.unwrap_err();
     assert!(matches!(err, Error::NonFiniteLoss { step: 4, .. }), "{err}");
-    assert_eq!(param_values(&m0), before, "no update after a non-finite loss anywhere");
+    assert_eq!(param_values(&m0), param_values(&model), "no update after a non-finite loss anywhere");
 }
 
 #[test]

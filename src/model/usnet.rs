@@ -77,14 +77,15 @@ pub struct LayerPlan {
 }
 
 impl LayerPlan {
+    /// The weights the layer uses at this width, `None` when they overflow `u64`.
+    fn weights(&self) -> Option<u64> {
+        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
+        (self.c_in as u64 / self.groups.max(1) as u64).checked_mul(self.c_out as u64)?.checked_mul(k2)
+    }
+
     /// Multiply-accumulates for one image, `None` when they overflow `u64`.
     pub fn checked_macs(&self) -> Option<u64> {
-        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
-        (self.c_in as u64 / self.groups.max(1) as u64)
-            .checked_mul(self.c_out as u64)?
-            .checked_mul(k2)?
-            .checked_mul(self.out_hw[0] as u64)?
-            .checked_mul(self.out_hw[1] as u64)
+        self.weights()?.checked_mul(self.out_hw[0] as u64)?.checked_mul(self.out_hw[1] as u64)
     }
 
     /// Multiply-accumulates for one image (`u64::MAX` when they overflow; see
@@ -95,9 +96,7 @@ impl LayerPlan {
 
     /// Parameters the layer uses at this width, `None` when they overflow `u64`.
     pub fn checked_params(&self) -> Option<u64> {
-        let k2 = (self.kernel.max(1) as u64).checked_mul(self.kernel.max(1) as u64)?;
-        let weights = (self.c_in as u64 / self.groups.max(1) as u64).checked_mul(self.c_out as u64)?.checked_mul(k2)?;
-        weights.checked_add(if self.bias { self.c_out as u64 } else { 0 })
+        self.weights()?.checked_add(if self.bias { self.c_out as u64 } else { 0 })
     }
 
     /// Parameters the layer uses at this width (`u64::MAX` when they overflow).
@@ -213,6 +212,11 @@ impl UsNet {
         std::iter::once((&self.stem, Follows::Stem)).chain(blocks).chain(self.head.iter().map(|h| (h, Follows::Fixed)))
     }
 
+    /// Every conv+BN layer in forward (and state-dict) order: the stem, the blocks, the head.
+    pub fn conv_bn_layers(&self) -> impl Iterator<Item = &ConvBn> {
+        self.conv_bns().map(|(l, _)| l)
+    }
+
     fn conv_bns_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
         std::iter::once(&mut self.stem).chain(self.blocks.iter_mut().flat_map(Block::layers_mut)).chain(self.head.iter_mut())
     }
@@ -250,7 +254,7 @@ impl UsNet {
 
     /// Every BN layer, in the order of [`crate::layers::BnStatistics::layers`].
     pub fn bn_layers(&self) -> Vec<&UsBatchNorm> {
-        let layers: Vec<&UsBatchNorm> = self.conv_bns().map(|(l, _)| &l.bn).collect();
+        let layers: Vec<&UsBatchNorm> = self.conv_bn_layers().map(|l| &l.bn).collect();
         debug_assert!(layers.iter().enumerate().all(|(i, bn)| bn.index == i));
         layers
     }
@@ -470,6 +474,21 @@ impl UsNet {
             layer.map_params(f);
         }
         self.classifier.map_params(f);
+    }
+
+    /// Replaces every parameter by `f(name, value)`, in state-dict order, until `f` fails:
+    /// the first error is returned, and the parameters from it on keep their values.
+    pub fn try_map_params(&mut self, f: &mut dyn FnMut(&str, &AnyTensor) -> Result<AnyTensor>) -> Result<()> {
+        let mut failure = None;
+        self.map_params(&mut |name, _, t| match failure.is_none().then(|| f(name, &t)) {
+            Some(Ok(new)) => new,
+            Some(Err(e)) => {
+                failure = Some(e);
+                t
+            }
+            None => t,
+        });
+        failure.map_or(Ok(()), Err)
     }
 
     /// Every parameter with its name and kind, in state-dict order.

@@ -47,11 +47,8 @@ pub(crate) fn run(run: &mut Run) -> Result<()> {
     let mutants_n = ((n as f64 * settings.mutation_ratio).round() as usize).min(n - parents_n);
     let choices = space.choices.len();
 
-    let mut population: Vec<Genes> = Vec::with_capacity(n);
-    for _ in 0..n {
-        let child = feasible(run, &mut rng, |rng| (0..space.groups).map(|_| rng.random_range(0..choices)).collect())?;
-        population.push(child);
-    }
+    let random = |rng: &mut StdRng| (0..space.groups).map(|_| rng.random_range(0..choices)).collect();
+    let mut population = (0..n).map(|_| feasible(run, &mut rng, random)).collect::<Result<Vec<Genes>>>()?;
     for generation in 0..settings.generations.max(1) {
         let mut scored: Vec<Candidate> = Vec::with_capacity(n);
         for genes in &population {
@@ -72,16 +69,14 @@ pub(crate) fn run(run: &mut Run) -> Result<()> {
         for _ in 0..mutants_n {
             let parent = parents[rng.random_range(0..parents.len())].clone();
             let p = settings.mutation_prob;
-            let child = feasible(run, &mut rng, |rng| {
+            next.push(feasible(run, &mut rng, |rng| {
                 parent.iter().map(|&g| if rng.random_bool(p) { rng.random_range(0..choices) } else { g }).collect()
-            })?;
-            next.push(child);
+            })?);
         }
         while next.len() < n {
             let a = parents[rng.random_range(0..parents.len())].clone();
             let b = parents[rng.random_range(0..parents.len())].clone();
-            let child = feasible(run, &mut rng, |rng| a.iter().zip(&b).map(|(&x, &y)| if rng.random_bool(0.5) { x } else { y }).collect())?;
-            next.push(child);
+            next.push(feasible(run, &mut rng, |rng| a.iter().zip(&b).map(|(&x, &y)| if rng.random_bool(0.5) { x } else { y }).collect())?);
         }
         population = next;
     }

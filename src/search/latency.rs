@@ -166,23 +166,20 @@ impl LatencyTable {
     /// The table at `path` when it was measured under `context`; otherwise an empty one, with
     /// a note saying why the stored one is not reused (none when there was no file).
     pub fn open(path: &Path, context: TableContext) -> (Self, Option<String>) {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let why_not = match std::fs::read_to_string(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (LatencyTable::new(context), None),
-            Err(e) => return (LatencyTable::new(context), Some(format!("{}: unreadable ({e}); measuring again", path.display()))),
+            Err(e) => format!("unreadable ({e})"),
+            Ok(text) => match serde_json::from_str::<LatencyTable>(&text) {
+                Ok(t) if t.format != FORMAT => format!("format {:?}, expected {FORMAT:?}", t.format),
+                Ok(t) if t.context != context => {
+                    format!("measured under other conditions ({})", context.differences(&t.context).join(", "))
+                }
+                Ok(t) => return (t, None),
+                Err(e) => format!("not a latency table ({e})"),
+            },
         };
-        match serde_json::from_str::<LatencyTable>(&text) {
-            Ok(t) if t.format != FORMAT => {
-                let note = format!("{}: format {:?}, expected {FORMAT:?}; measuring again", path.display(), t.format);
-                (LatencyTable::new(context), Some(note))
-            }
-            Ok(t) if t.context != context => {
-                let why = context.differences(&t.context).join(", ");
-                (LatencyTable::new(context), Some(format!("{}: measured under other conditions ({why}); measuring again", path.display())))
-            }
-            Ok(t) => (t, None),
-            Err(e) => (LatencyTable::new(context), Some(format!("{}: not a latency table ({e}); measuring again", path.display()))),
-        }
+        let note = format!("{}: {why_not}; measuring again", path.display());
+        (LatencyTable::new(context), Some(note))
     }
 
     /// Writes the table to `path` atomically.
@@ -317,18 +314,6 @@ impl<'a> EngineTimer<'a> {
             .collect();
         BnStatistics { layers }
     }
-
-    fn conv_layers(&self) -> Vec<&'a ConvBn> {
-        let m = self.model;
-        let mut out = vec![&m.stem];
-        for b in &m.blocks {
-            out.extend(b.expand.iter());
-            out.push(&b.depthwise);
-            out.push(&b.project);
-        }
-        out.extend(m.head.iter());
-        out
-    }
 }
 
 /// The median seconds of `f` over repeated runs after one warm-up.
@@ -347,7 +332,7 @@ fn median_time(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 
 impl LayerTimer for EngineTimer<'_> {
     fn time_layer(&mut self, shape: &LayerShape) -> Result<f64> {
-        let convs = self.conv_layers();
+        let convs: Vec<&ConvBn> = self.model.conv_bn_layers().collect();
         let x = self.input(shape.c_in, shape.in_hw);
         let bad = || Error::InvalidConfig(format!("the model has no layer {} at position {}", shape.name, shape.index));
         if shape.index == convs.len() {

@@ -21,6 +21,7 @@ pub mod space;
 mod uniform;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -194,13 +195,7 @@ impl<'a> Search<'a> {
     /// The cost of `genes`, memoised.
     pub fn cost_of(&mut self, genes: &[usize]) -> Result<f64> {
         let spec = self.space.spec(genes);
-        let key = spec.key();
-        if let Some(&c) = self.costs.get(&key) {
-            return Ok(c);
-        }
-        let c = self.cost.cost(&spec)?;
-        self.costs.insert(key, c);
-        Ok(c)
+        memoised(&mut self.costs, spec.key(), || self.cost.cost(&spec))
     }
 
     /// Runs `strategy` and returns what it found.
@@ -241,14 +236,7 @@ impl Run<'_, '_> {
             return Ok(c.clone());
         }
         let cost = self.search.cost_of(genes)?;
-        let top1 = match self.search.scores.get(&key) {
-            Some(&a) => a,
-            None => {
-                let a = self.search.scorer.top1(&spec)?;
-                self.search.scores.insert(key.clone(), a);
-                a
-            }
-        };
+        let top1 = memoised(&mut self.search.scores, key.clone(), || self.search.scorer.top1(&spec))?;
         let candidate = Candidate { spec: key, genes: genes.to_vec(), cost, validation_top1: top1, test_top1: None };
         if self.search.budget.allows(cost) && self.best.as_ref().is_none_or(|b| better(&candidate, b)) {
             self.best = Some(candidate.clone());
@@ -262,9 +250,7 @@ impl Run<'_, '_> {
     /// Whether the time limit has passed. Never before a candidate within the budget has
     /// been scored, so that every strategy returns one.
     pub fn out_of_time(&mut self) -> bool {
-        let over = self.best.is_some() && self.search.time_limit.is_some_and(|t| self.start.elapsed() >= t);
-        self.stopped |= over;
-        over
+        self.best.is_some() && self.past_time_limit()
     }
 
     /// Whether the time limit has passed, whatever has been scored.
@@ -282,6 +268,14 @@ impl Run<'_, '_> {
         let c = self.cost(genes)?;
         Ok(self.search.budget.allows(c))
     }
+}
+
+/// `memo[key]`, computed by `f` the first time it is asked for.
+fn memoised(memo: &mut HashMap<String, f64>, key: String, f: impl FnOnce() -> Result<f64>) -> Result<f64> {
+    Ok(match memo.entry(key) {
+        Entry::Occupied(e) => *e.get(),
+        Entry::Vacant(e) => *e.insert(f()?),
+    })
 }
 
 /// More accurate, or as accurate and cheaper.
@@ -314,15 +308,7 @@ pub fn search_then_test(search: &mut Search, strategies: &[Strategy], test: &mut
     let mut tested: HashMap<String, f64> = HashMap::new();
     for result in &mut results {
         for c in result.front.iter_mut().chain(std::iter::once(&mut result.best)) {
-            let top1 = match tested.get(&c.spec) {
-                Some(&t) => t,
-                None => {
-                    let t = test.top1(&search.space.spec(&c.genes))?;
-                    tested.insert(c.spec.clone(), t);
-                    t
-                }
-            };
-            c.test_top1 = Some(top1);
+            c.test_top1 = Some(memoised(&mut tested, c.spec.clone(), || test.top1(&search.space.spec(&c.genes)))?);
         }
     }
     Ok(results)

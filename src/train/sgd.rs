@@ -3,41 +3,25 @@
 use std::collections::HashMap;
 
 use burn::tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
 use crate::init::ParamKind;
 use crate::layers::AnyTensor;
 use crate::model::UsNet;
 
 /// SGD hyper-parameters, as `torch.optim.SGD` (dampening 0).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdConfig {
-    /// Default 0.9.
-    #[serde(default = "default_momentum")]
     pub momentum: f64,
-    /// Default true, as the official configs.
-    #[serde(default = "default_nesterov")]
     pub nesterov: bool,
     /// Applied only to conv weights that are not depthwise and to linear weights, as the
-    /// official code does. Default 4e-5.
-    #[serde(default = "default_weight_decay")]
+    /// official code does.
     pub weight_decay: f64,
 }
 
-fn default_momentum() -> f64 {
-    0.9
-}
-fn default_nesterov() -> bool {
-    true
-}
-fn default_weight_decay() -> f64 {
-    4e-5
-}
-
 impl Default for SgdConfig {
+    /// Momentum 0.9 with Nesterov, as the official configs, and weight decay 4e-5.
     fn default() -> Self {
-        SgdConfig { momentum: default_momentum(), nesterov: default_nesterov(), weight_decay: default_weight_decay() }
+        SgdConfig { momentum: 0.9, nesterov: true, weight_decay: 4e-5 }
     }
 }
 

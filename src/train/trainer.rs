@@ -424,15 +424,13 @@ pub fn train_with(
         // rank 0 is still writing the last checkpoint.
         collective.all_reduce_sum(&mut [0.0]);
     }
-    Ok(Checkpoint {
-        config,
-        state,
-        model: model.into_inference(),
-        momentum: sgd.buffers,
-        bn_stats: Vec::new(),
-        running_stats: Some(running),
-        notes: Vec::new(),
-    })
+    Ok(training_checkpoint(config, state, model.into_inference(), sgd, running))
+}
+
+/// A checkpoint of a run in training: its momentum and running statistics, and no BN
+/// post-statistics (they would not match the weights training goes on to).
+fn training_checkpoint(config: TrainConfig, state: TrainState, model: UsNet, sgd: Sgd, running: RunningStats) -> Checkpoint {
+    Checkpoint { config, state, model, momentum: sgd.buffers, bn_stats: Vec::new(), running_stats: Some(running), notes: Vec::new() }
 }
 
 /// Rank 0's files of a run besides the checkpoint: `config.toml`, and the JSON-lines logs
@@ -485,15 +483,7 @@ impl Saver {
         if !self.root {
             return Ok(());
         }
-        let ck = Checkpoint {
-            config: config.clone(),
-            state,
-            model: model.clone(),
-            momentum: sgd.buffers.clone(),
-            bn_stats: Vec::new(),
-            running_stats: Some(running.clone()),
-            notes: Vec::new(),
-        };
+        let ck = training_checkpoint(config.clone(), state, model.clone(), sgd.clone(), running.clone());
         match ck.save(&self.path) {
             Ok(()) => {
                 self.saved = Some(state.step);
