@@ -86,31 +86,14 @@ pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias:
     if m == 0 || n == 0 {
         return;
     }
+    // Every layer has input channels, so every product has a depth.
+    assert!(k > 0, "gemm: empty depth");
     assert_eq!(b.isa, isa, "gemm: operand packed for another instruction set");
     assert!(lda >= k && a.len() >= (m - 1) * lda + k, "gemm: lhs too small");
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: destination too small");
     assert!(bias.len() >= n, "gemm: bias too small");
     if let Some(r) = &res {
         assert!(r.cols <= n && r.ld >= r.cols && r.values.len() >= (m - 1) * r.ld + r.cols, "gemm: residual too small");
-    }
-    if k == 0 {
-        par.for_each(m, |row| {
-            // SAFETY: the asserts above; each task writes its own row.
-            let out = unsafe { c.get_mut(row * ldc, n) };
-            for (col, o) in out.iter_mut().enumerate() {
-                let mut v = bias[col];
-                if relu6 {
-                    v = v.clamp(0.0, 6.0);
-                }
-                if let Some(r) = &res
-                    && col < r.cols
-                {
-                    v += r.values[row * r.ld + col];
-                }
-                *o = v;
-            }
-        });
-        return;
     }
     // Depth per pass: the whole of `k` when a panel's rows fit L1 beside the tile's rows.
     let kc = if k <= 384 { k } else { k.div_ceil(k.div_ceil(256)) };

@@ -3,13 +3,11 @@
 //! A plan that spreads one batch over the threads runs as a *team*: every thread of the rayon
 //! pool runs the whole plan ([`Team::run`], one `rayon::broadcast`), each layer's tasks are
 //! claimed from a counter of that layer, and a thread that runs out of tasks spins until the
-//! layer's last task is done (not until every thread has arrived: a thread that the OS has
-//! not scheduled holds nobody up unless it holds a task). A layer's work reaches a thread
-//! that is already awake: with
-//! rayon's fork-join per layer, the idle thread went to sleep between layers and each layer
-//! paid a wake-up, which on a VM whose vCPUs had idled (a server between requests) cost more
-//! than the parallelism gained (issue 10: batch 1 at width 1.0 took 7.3 ms with two threads
-//! after 20 ms idle, 4.3 ms back to back).
+//! layer's last task is done. It waits for unfinished work, not for the other threads to
+//! arrive, so a thread that the OS has not scheduled holds nobody up unless it holds a task.
+//! With rayon's fork-join per layer instead, the idle thread slept between layers and each
+//! layer paid a wake-up, which on a VM whose vCPUs had idled (a server between requests) cost
+//! more than the second thread gained (docs/performance.md, round 3).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,8 +23,8 @@ pub(crate) enum Par<'a> {
 }
 
 impl Par<'_> {
-    /// Runs `task(t)` for every `t < tasks`, each once, then (in a team) waits until every
-    /// member has finished, so that what comes next reads finished outputs.
+    /// Runs `task(t)` for every `t < tasks`, each once, then (in a team) waits until all of
+    /// them have finished, so that what comes next reads finished outputs.
     pub(crate) fn for_each(self, tasks: usize, task: impl Fn(usize)) {
         match self {
             Par::Serial => (0..tasks).for_each(task),
