@@ -33,24 +33,24 @@ FIXED = {
 }
 
 
-def load_rows(run, split):
-    path = os.path.join(CLAIM, run, f"{split}.json")
+def load_rows(run, split, base=CLAIM):
+    path = os.path.join(base, run, f"{split}.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
         return {r["width"]: r for r in json.load(f)}
 
 
-def top1(run, split, width):
-    rows = load_rows(run, split)
+def top1(run, split, width, base=CLAIM):
+    rows = load_rows(run, split, base)
     if rows is None or width not in rows:
         return None
     return rows[width]["top1"]
 
 
-def seeds(runs, split, width):
+def seeds(runs, split, width, base=CLAIM):
     """Top-1 of each seed's run that exists."""
-    return [v for v in (top1(r, split, width) for r in runs) if v is not None]
+    return [v for v in (top1(r, split, width, base) for r in runs) if v is not None]
 
 
 def fmt_seeds(values):
@@ -252,6 +252,38 @@ def analysis_section(out):
             out.append("")
 
 
+def longer_section(out):
+    """Issue 12's change: the same experiment with a longer schedule, against the 10 epochs."""
+    longer = sorted(d for d in os.listdir(RESULTS) if d.startswith("claim_e") and os.path.isdir(os.path.join(RESULTS, d)))
+    for name in longer:
+        base = os.path.join(RESULTS, name)
+        epochs = name[len("claim_e"):]
+        done = sorted(r for r in os.listdir(base) if os.path.exists(os.path.join(base, r, "test.json")))
+        if not done:
+            continue
+        out.append(f"### The change: {epochs} epochs instead of 10 (before / after)")
+        out.append("")
+        out.append(f"Why: after 10 epochs every run's validation curve was still rising (the last epoch added "
+                   "0.2-0.6 pt) and the US-Net's max width fit the training data less well than the fixed net "
+                   "(above), so the issue's own rule applies: train longer, the same for every run "
+                   f"(`bash scripts/claim.sh ~/usnet-runs/claim{epochs} {epochs}`, the recipe otherwise unchanged; "
+                   f"results in `docs/results/{name}/`). Runs finished: " + ", ".join(f"`{r}`" for r in done) + ".")
+        out.append("")
+        out.append(f"| width | US-Net 10 ep | US-Net {epochs} ep | fixed 10 ep | fixed {epochs} ep | gap 10 ep | gap {epochs} ep |")
+        out.append("|---|---|---|---|---|---|---|")
+        for w in WIDTHS:
+            # The first seed on both sides, so that before and after compare like with like.
+            us0, us1 = top1("us", "test", w), top1("us", "test", w, base)
+            f0, f1 = top1(FIXED[w][0], "test", w), top1(FIXED[w][0], "test", w, base)
+            cell = lambda v: f"{v:.2f}" if v is not None else "–"
+            gap = lambda a, b: f"{a - b:+.2f}" if a is not None and b is not None else "–"
+            out.append(f"| {w} | {cell(us0)} | {cell(us1)} | {cell(f0)} | {cell(f1)} | {gap(us0, f0)} | {gap(us1, f1)} |")
+        out.append("")
+        out.append("Test top-1, seed 1995 on both sides (the 10-epoch column is the first seed of the table above, "
+                   "not the two-seed mean). A dash: that run of the longer schedule has not finished.")
+        out.append("")
+
+
 def search_section(out):
     """Issue 11's experiment, from docs/results/search/summary.json via scripts/search_report.py."""
     summary = os.path.join(RESULTS, "search", "summary.json")
@@ -334,6 +366,7 @@ def main():
     out.append("### Why the US-Net falls short: measurements")
     out.append("")
     analysis_section(out)
+    longer_section(out)
     search_section(out)
     with open(os.path.join(ROOT, "docs", "results.md"), "w") as f:
         f.write("\n".join(out) + "\n")

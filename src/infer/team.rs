@@ -217,7 +217,9 @@ mod tests {
                         }
                         // Some work before the write, so that a member that went on early
                         // would read the value unwritten.
-                        (0..2000).for_each(|i| drop(std::hint::black_box(i)));
+                        (0..2000).for_each(|i| {
+                            std::hint::black_box(i);
+                        });
                         unsafe { buf.get_mut(64 * (call % 2) + t, 1)[0] = call as f32 };
                     });
                 }
