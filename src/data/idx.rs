@@ -240,6 +240,16 @@ mod tests {
         }
     }
 
+    /// The error of loading a directory of 4 training and 2 test images (gzipped if `gz`)
+    /// after `edit` rewrote its file `name`.
+    fn load_edited(gz: bool, name: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> DataError {
+        let tmp = tempfile::tempdir().unwrap();
+        write_mnist_dir(tmp.path(), gz, 4, 2);
+        let p = tmp.path().join(name);
+        fs::write(&p, edit(fs::read(&p).unwrap())).unwrap();
+        load_mnist(tmp.path()).unwrap_err()
+    }
+
     fn check_round_trip(gz: bool) {
         let tmp = tempfile::tempdir().unwrap();
         write_mnist_dir(tmp.path(), gz, 12, 5);
@@ -267,13 +277,7 @@ mod tests {
 
     #[test]
     fn truncated_images_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        let p = tmp.path().join("train-images-idx3-ubyte");
-        let mut b = fs::read(&p).unwrap();
-        b.truncate(b.len() - 5);
-        fs::write(&p, b).unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-images-idx3-ubyte", |b| b[..b.len() - 5].to_vec());
         assert!(
             matches!(
                 e,
@@ -290,25 +294,14 @@ mod tests {
 
     #[test]
     fn truncated_gzip_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), true, 4, 2);
-        let p = tmp.path().join("t10k-labels-idx1-ubyte.gz");
-        let b = fs::read(&p).unwrap();
-        fs::write(&p, &b[..b.len() / 2]).unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(true, "t10k-labels-idx1-ubyte.gz", |b| b[..b.len() / 2].to_vec());
         assert!(matches!(e, DataError::Gzip { .. }), "{e:?}");
         assert!(e.to_string().contains("t10k-labels-idx1-ubyte.gz"), "{e}");
     }
 
     #[test]
     fn trailing_data_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        let p = tmp.path().join("t10k-labels-idx1-ubyte");
-        let mut b = fs::read(&p).unwrap();
-        b.push(0);
-        fs::write(&p, b).unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "t10k-labels-idx1-ubyte", |b| [b, vec![0]].concat());
         assert!(
             matches!(
                 e,
@@ -325,15 +318,8 @@ mod tests {
 
     #[test]
     fn bad_magic_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
         // A label file where an image file belongs.
-        fs::copy(
-            tmp.path().join("train-labels-idx1-ubyte"),
-            tmp.path().join("train-images-idx3-ubyte"),
-        )
-        .unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-images-idx3-ubyte", |_| idx_labels(&[0, 1, 2, 3]));
         assert!(
             matches!(
                 e,
@@ -354,14 +340,7 @@ mod tests {
 
     #[test]
     fn label_out_of_range_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        fs::write(
-            tmp.path().join("train-labels-idx1-ubyte"),
-            idx_labels(&[0, 1, 10, 2]),
-        )
-        .unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-labels-idx1-ubyte", |_| idx_labels(&[0, 1, 10, 2]));
         assert!(
             matches!(
                 e,
@@ -379,14 +358,7 @@ mod tests {
 
     #[test]
     fn count_mismatch_names_both_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        fs::write(
-            tmp.path().join("train-labels-idx1-ubyte"),
-            idx_labels(&[0, 1, 2]),
-        )
-        .unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-labels-idx1-ubyte", |_| idx_labels(&[0, 1, 2]));
         assert!(
             matches!(
                 e,
