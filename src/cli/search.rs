@@ -381,8 +381,6 @@ fn write_plot(path: &Path, report: &Report) -> anyhow::Result<()> {
         CostKind::Latency => "ms per batch",
     };
     let title = format!("Search under {}: validation top-1 of each strategy's front", report.budget);
-    let mut panel = Panel::new("", x_label, "validation top-1 (%)");
-    panel.curves = curves;
-    let figure = Figure { title, panels: vec![panel] };
+    let figure = Figure { title, panels: vec![Panel { curves, ..Panel::new("", x_label, "validation top-1 (%)") }] };
     write_figure(path, &figure).with_context(|| format!("writing the plot {}", path.display()))
 }

@@ -29,8 +29,7 @@ fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
         let o_max = if depthwise { c_max } else { o_max };
         let k = [1, 3][rng.random_range(0..2)];
         let stride = rng.random_range(1..3);
-        let mut cfg = UsConv2dConfig::new(c_max, o_max, k, stride);
-        cfg.depthwise = depthwise;
+        let cfg = UsConv2dConfig { depthwise, ..UsConv2dConfig::new(c_max, o_max, k, stride) };
         let conv = cfg.init("conv", &Init::Kaiming { seed: case }, &device);
         let width: f64 = rng.random_range(0.2..=1.0);
         let c_in = slim_channels(c_max, width, 1, 1).min(c_max);

@@ -172,14 +172,9 @@ impl UsNet {
                     layer
                 };
                 let hidden = channels * row.t;
-                let expand = (v2 && row.t != 1).then(|| {
-                    let mut c = UsConv2dConfig::new(channels, hidden, 1, 1);
-                    c.out_ratio = row.t;
-                    next(c, true)
-                });
-                let mut dw = UsConv2dConfig::new(hidden, hidden, 3, stride);
-                dw.depthwise = true;
-                dw.out_ratio = row.t;
+                let expand_cfg = UsConv2dConfig { out_ratio: row.t, ..UsConv2dConfig::new(channels, hidden, 1, 1) };
+                let expand = (v2 && row.t != 1).then(|| next(expand_cfg, true));
+                let dw = UsConv2dConfig { depthwise: true, out_ratio: row.t, ..UsConv2dConfig::new(hidden, hidden, 3, stride) };
                 let depthwise = next(dw, true);
                 // v1 ends a block with ReLU6; v2's projection is linear.
                 let project = next(UsConv2dConfig::new(hidden, outp, 1, 1), !v2);
@@ -191,8 +186,7 @@ impl UsNet {
         let head = config.last_channels.map(|last| {
             let name = format!("features.{}", blocks.len() + 1);
             // Only the head's input slims; its output is fixed, as in the official model.
-            let mut cfg = UsConv2dConfig::new(channels, last, 1, 1);
-            cfg.slim_out = false;
+            let cfg = UsConv2dConfig { slim_out: false, ..UsConv2dConfig::new(channels, last, 1, 1) };
             let layer = conv_bn(format!("{name}.0"), format!("{name}.1"), cfg, true);
             channels = last;
             layer
