@@ -74,9 +74,7 @@ pub struct Resumed {
 /// `force`; [`Error::InvalidConfig`] when the merged config is not valid.
 pub fn resume_config(stored: &TrainConfig, requested: &TrainConfig, force: bool) -> Result<Resumed> {
     let (old, new) = (table(stored)?, table(requested)?);
-    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let show = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_string(), |v| v.to_string());
     let mut merged = old.clone();
     let (mut notes, mut changed) = (Vec::new(), Vec::new());
