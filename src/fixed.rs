@@ -377,8 +377,8 @@ mod tests {
                     assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "{:?} {spec}: {a} vs {b}", config.arch);
                 }
                 let plan = model.plan(spec, [9, 11]).unwrap();
-                assert_eq!(fixed.macs([9, 11]), plan.iter().map(|l| l.macs()).sum::<u64>());
-                assert_eq!(fixed.params(), plan.iter().map(|l| l.params()).sum::<u64>());
+                assert_eq!(fixed.macs([9, 11]), plan.iter().map(|l| l.checked_macs().unwrap()).sum::<u64>());
+                assert_eq!(fixed.params(), plan.iter().map(|l| l.checked_params().unwrap()).sum::<u64>());
                 // Folding the batch norm into the conv gives the same affine map.
                 let conv = &fixed.convs[1];
                 let (w, b) = conv.folded();

@@ -88,20 +88,9 @@ impl LayerPlan {
         self.weights()?.checked_mul(self.out_hw[0] as u64)?.checked_mul(self.out_hw[1] as u64)
     }
 
-    /// Multiply-accumulates for one image (`u64::MAX` when they overflow; see
-    /// [`LayerPlan::checked_macs`]).
-    pub fn macs(&self) -> u64 {
-        self.checked_macs().unwrap_or(u64::MAX)
-    }
-
     /// Parameters the layer uses at this width, `None` when they overflow `u64`.
     pub fn checked_params(&self) -> Option<u64> {
         self.weights()?.checked_add(if self.bias { self.c_out as u64 } else { 0 })
-    }
-
-    /// Parameters the layer uses at this width (`u64::MAX` when they overflow).
-    pub fn params(&self) -> u64 {
-        self.checked_params().unwrap_or(u64::MAX)
     }
 }
 
