@@ -334,18 +334,15 @@ impl UsNet {
     pub fn distinct_widths(&self, specs: &[WidthSpec]) -> Result<DistinctWidths> {
         // Each kept spec with its (c_in, c_out) per layer.
         let mut seen: Vec<(Vec<(usize, usize)>, WidthSpec)> = Vec::new();
-        let (mut kept, mut merged) = (Vec::new(), Vec::new());
+        let mut merged = Vec::new();
         for spec in specs {
             let channels: Vec<(usize, usize)> = self.plan(spec, [32, 32])?.iter().map(|l| (l.c_in, l.c_out)).collect();
             match seen.iter().find(|(c, _)| *c == channels) {
                 Some((_, first)) => merged.push((spec.clone(), first.clone())),
-                None => {
-                    seen.push((channels, spec.clone()));
-                    kept.push(spec.clone());
-                }
+                None => seen.push((channels, spec.clone())),
             }
         }
-        Ok((kept, merged))
+        Ok((seen.into_iter().map(|(_, spec)| spec).collect(), merged))
     }
 
     /// Every conv and linear layer that runs at `spec` on `[h, w]` inputs, in order, with
@@ -367,24 +364,18 @@ impl UsNet {
         let mut plans = Vec::new();
         let mut hw = input_hw;
         let mut c = self.config.input_channels;
-        let mut step = |conv: &UsConv2d, width: Option<f64>, c: &mut usize, hw: &mut [usize; 2]| {
-            let c_out = match width {
-                Some(w) => conv.out_channels(*c, w, d),
-                None => conv.config.out_channels,
-            };
-            *hw = [conv.out_size(hw[0]), conv.out_size(hw[1])];
-            let groups = if conv.config.depthwise { *c } else { 1 };
-            plans.push(LayerPlan { name: conv.name.clone(), c_in: *c, c_out, kernel: conv.config.kernel_size, groups, out_hw: *hw, bias: false });
-            *c = c_out;
-        };
         for (layer, follows) in self.conv_bns() {
-            let width = match follows {
-                Follows::Stem => Some(widths.stem),
-                Follows::Stage(s) => Some(widths.stages[s]),
+            let conv = &layer.conv;
+            let c_out = match follows {
+                Follows::Stem => conv.out_channels(c, widths.stem, d),
+                Follows::Stage(s) => conv.out_channels(c, widths.stages[s], d),
                 // The head's output is fixed; its input follows the last stage.
-                Follows::Fixed => None,
+                Follows::Fixed => conv.config.out_channels,
             };
-            step(&layer.conv, width, &mut c, &mut hw);
+            hw = [conv.out_size(hw[0]), conv.out_size(hw[1])];
+            let groups = if conv.config.depthwise { c } else { 1 };
+            plans.push(LayerPlan { name: conv.name.clone(), c_in: c, c_out, kernel: conv.config.kernel_size, groups, out_hw: hw, bias: false });
+            c = c_out;
         }
         let out = self.config.num_classes;
         plans.push(LayerPlan { name: self.classifier.name.clone(), c_in: c, c_out: out, kernel: 0, groups: 1, out_hw: [1, 1], bias: true });
