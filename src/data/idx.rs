@@ -219,7 +219,7 @@ fn relabel_path(e: DataError, images: &Path, labels: &Path) -> DataError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::testutil::{gzip, idx_images, idx_labels};
+    use crate::data::testutil::{gzip, idx_file, idx_images, idx_labels};
     use std::fs;
 
     fn write_mnist_dir(dir: &Path, gz: bool, n_train: usize, n_test: usize) {
@@ -416,33 +416,23 @@ mod tests {
         );
     }
 
-    /// An IDX header in a gzip stream, followed by `body`.
-    fn gz_idx(dims: &[u32], body: &[u8]) -> Vec<u8> {
-        let mut b = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            b.extend_from_slice(&d.to_be_bytes());
-        }
-        b.extend_from_slice(body);
-        gzip(&b)
-    }
-
     #[test]
     fn a_header_claiming_too_much_is_refused_before_the_payload_is_read() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("x-images-idx3-ubyte.gz");
         // 2^31 * 2^31 * 2 bytes (2^63): refused from the header alone.
-        fs::write(&p, gz_idx(&[1 << 31, 1 << 31, 2], &[0; 64])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[1 << 31, 1 << 31, 2], &[0; 64]))).unwrap();
         let e = read_idx_images(&p).unwrap_err();
         assert!(matches!(e, DataError::BadHeader { .. }) && e.to_string().contains("claim"), "{e}");
         // Claiming 512 MiB (within the limit) but holding 1 MiB: truncated, having read 1 MiB.
-        fs::write(&p, gz_idx(&[1 << 20, 32, 16], &vec![7; 1 << 20])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[1 << 20, 32, 16], &vec![7; 1 << 20]))).unwrap();
         let e = read_idx_images(&p).unwrap_err();
         assert!(matches!(e, DataError::Truncated { expected, found, .. } if expected == 16 + (1 << 29) && found == 16 + (1 << 20)), "{e:?}");
         // Extra bytes after the payload of a gzip stream are trailing data.
-        fs::write(&p, gz_idx(&[2, 2, 2], &[1; 10])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[2, 2, 2], &[1; 10]))).unwrap();
         let e = read_idx_images(&p).unwrap_err();
         assert!(matches!(e, DataError::TrailingData { expected: 24, found: 26, .. }), "{e:?}");
-        fs::write(&p, gz_idx(&[2, 2, 2], &[1; 8])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[2, 2, 2], &[1; 8]))).unwrap();
         assert_eq!(read_idx_images(&p).unwrap().data, vec![1; 8]);
     }
 
