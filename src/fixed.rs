@@ -309,9 +309,7 @@ fn add_first_channels(y: &mut [f64], [cy, h, w]: [usize; 3], s: &[f64], [cs, ..]
     for b in 0..n {
         for ch in 0..cy.min(cs) {
             let (yo, so) = ((b * cy + ch) * plane, (b * cs + ch) * plane);
-            for j in 0..plane {
-                y[yo + j] += s[so + j];
-            }
+            y[yo..yo + plane].iter_mut().zip(&s[so..so + plane]).for_each(|(a, b)| *a += b);
         }
     }
 }
