@@ -258,10 +258,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     drop(search);
     pb.finish_and_clear();
 
-    let latency_report = match &mut latency {
-        Some(l) => Some(check_latency(l, &results, &space, args.latency_checks, &table_path)?),
-        None => None,
-    };
+    let latency_report = latency.as_mut().map(|l| check_latency(l, &results, &space, args.latency_checks, &table_path)).transpose()?;
     let to_row = |c: &Candidate| -> anyhow::Result<Row> {
         let spec: WidthSpec = c.spec.parse()?;
         Ok(Row { spec: c.spec.clone(), cost: c.cost, macs: width_cost(&model, &spec, h)?.macs, validation_top1: c.validation_top1, test_top1: c.test_top1 })
