@@ -352,12 +352,8 @@ mod tests {
     #[test]
     fn reference_forward_matches_the_slimmable_model() {
         let device = crate::device::device(None).unwrap();
-        for config in [small_v2(), {
-            let mut c = ModelConfig::imagenet(Arch::UsMobilenetV1, 4);
-            c.block_setting = vec![vec![8, 1, 1], vec![16, 2, 2]];
-            c.stem_channels = 8;
-            c
-        }] {
+        let v1 = ModelConfig { block_setting: vec![vec![8, 1, 1], vec![16, 2, 2]], stem_channels: 8, ..ModelConfig::imagenet(Arch::UsMobilenetV1, 4) };
+        for config in [small_v2(), v1] {
             let model = UsNet::init(&config, &Init::Counter { seed: 3 }, &device).unwrap();
             let shape = [2, 3, 9, 11];
             let n: usize = shape.iter().product();

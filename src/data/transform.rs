@@ -578,19 +578,16 @@ mod tests {
                 .output_shape(3, None)
                 .is_err()
         );
-        let mut t = Transform::random_resized_crop(4, false, Normalize::unit());
-        t.geometry = Geometry::RandomResizedCrop {
-            size: 4,
-            scale: (0.5, 0.5),
-            ratio: (1.0, 1.0),
+        let crop = |scale| Transform {
+            geometry: Geometry::RandomResizedCrop {
+                size: 4,
+                scale,
+                ratio: (1.0, 1.0),
+            },
+            ..Transform::random_resized_crop(4, false, Normalize::unit())
         };
-        assert!(t.apply(&im, &mut rng, &mut out[..48]).is_ok());
-        t.geometry = Geometry::RandomResizedCrop {
-            size: 4,
-            scale: (0.0, 0.5),
-            ratio: (1.0, 1.0),
-        };
-        assert!(t.apply(&im, &mut rng, &mut out).is_err());
+        assert!(crop((0.5, 0.5)).apply(&im, &mut rng, &mut out[..48]).is_ok());
+        assert!(crop((0.0, 0.5)).apply(&im, &mut rng, &mut out).is_err());
         assert!(
             Transform::normalize_only(Normalize::unit())
                 .apply(&im, &mut rng, &mut out[..10])

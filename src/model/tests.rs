@@ -299,8 +299,7 @@ fn sgd_step_matches_pytorch_rule_and_nan_loss_is_an_error() {
 #[test]
 fn switchable_bn_has_private_parameters_per_width() {
     let device = device();
-    let mut config = small_v2();
-    config.switchable_bn = Some(vec![1.0, 0.5, 0.35]);
+    let config = ModelConfig { switchable_bn: Some(vec![1.0, 0.5, 0.35]), ..small_v2() };
     let model = UsNet::init(&config, &Init::Kaiming { seed: 8 }, &device).unwrap().into_trainable();
     let names: Vec<String> = model.params().into_iter().map(|(n, _, _)| n).collect();
     assert!(names.contains(&"features.0.1.bn.2.weight".to_string()), "official S-Net names");
@@ -445,8 +444,7 @@ fn tracking_running_statistics_changes_no_training_output() {
 #[test]
 fn an_snet_keeps_running_statistics_per_switch_width() {
     let device = device();
-    let mut config = small_v2();
-    config.switchable_bn = Some(vec![1.0, 0.5]);
+    let config = ModelConfig { switchable_bn: Some(vec![1.0, 0.5]), ..small_v2() };
     let model = UsNet::init(&config, &Init::Kaiming { seed: 13 }, &device).unwrap();
     let mut running = model.new_running_stats();
     assert_eq!(running.layers[0].len(), 2);
