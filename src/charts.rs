@@ -71,9 +71,8 @@ pub fn eval_curves(label: &str, rows: &[EvalPoint]) -> Vec<Curve> {
                 Some(k) if several => format!("{label}: {k}"),
                 _ => label.to_string(),
             };
-            let mut c = Curve::new(name, g.iter().map(|r| (r.macs as f64, r.top1)).collect());
-            c.hollow = g.iter().map(|r| r.calibrated_on_demand).collect();
-            c
+            let points = g.iter().map(|r| (r.macs as f64, r.top1)).collect();
+            Curve { hollow: g.iter().map(|r| r.calibrated_on_demand).collect(), ..Curve::new(name, points) }
         })
         .collect()
 }
@@ -81,13 +80,9 @@ pub fn eval_curves(label: &str, rows: &[EvalPoint]) -> Vec<Curve> {
 /// The top-1 vs MACs panel of `curves` (from [`eval_curves`]): MACs on a log axis when
 /// their range is wide, hollow markers for widths calibrated on demand.
 pub fn accuracy_panel(title: &str, curves: Vec<Curve>) -> Panel {
-    let mut p = Panel::new(title, "MACs per image", "top-1 accuracy (%)");
-    p.x_si = true;
-    if curves.iter().any(|c| c.hollow.iter().any(|&h| h)) {
-        p.note = Some("filled marker: stored BN statistics; hollow: calibrated on demand".into());
-    }
-    p.curves = curves;
-    p
+    let hollow = curves.iter().any(|c| c.hollow.iter().any(|&h| h));
+    let note = hollow.then(|| "filled marker: stored BN statistics; hollow: calibrated on demand".into());
+    Panel { x_si: true, note, curves, ..Panel::new(title, "MACs per image", "top-1 accuracy (%)") }
 }
 
 /// One line of `metrics.jsonl` (the fields the charts use).
@@ -194,44 +189,30 @@ fn bucket_means(points: &[(f64, f64)], max: usize) -> (Vec<(f64, f64)>, usize) {
 /// Training curves of `runs`: loss and learning rate per step, and validation top-1 per
 /// epoch and width when any run has it. A run keeps its colour in every panel.
 pub fn curves_figure(title: &str, runs: &[RunLog]) -> Figure {
-    let mut loss = Panel::new("", "step", "loss (first width of each step)");
-    loss.legend = LegendAt::UpperRight;
-    let mut lr = Panel::new("Learning rate", "step", "learning rate");
-    lr.legend = LegendAt::UpperRight;
-    let mut val = Panel::new("Validation top-1 after each epoch", "epoch", "top-1 accuracy (%)");
-    for p in [&mut loss, &mut lr, &mut val] {
-        p.x_log = Some(false);
-    }
+    let per_step = |title: &str, y: &str| Panel { legend: LegendAt::UpperRight, x_log: Some(false), ..Panel::new(title, "step", y) };
+    let mut loss = per_step("", "loss (first width of each step)");
+    let mut lr = per_step("Learning rate", "learning rate");
+    let mut val = Panel { x_log: Some(false), ..Panel::new("Validation top-1 after each epoch", "epoch", "top-1 accuracy (%)") };
     let mut bucket = 1;
     for (i, run) in runs.iter().enumerate() {
         let losses: Vec<(f64, f64)> = run.steps.iter().filter_map(|&(s, _, l)| Some((s as f64, l?))).filter(|p| p.1 > 0.0).collect();
         if !losses.is_empty() {
             let (pts, k) = bucket_means(&losses, MAX_STEP_POINTS);
             bucket = bucket.max(k);
-            let mut c = Curve::new(run.label.clone(), pts);
-            c.color = Some(i);
-            c.markers = false;
-            loss.curves.push(c);
+            loss.curves.push(Curve { color: Some(i), markers: false, ..Curve::new(run.label.clone(), pts) });
         }
         let rates: Vec<(f64, f64)> = run.steps.iter().map(|&(s, r, _)| (s as f64, r)).collect();
         if !rates.is_empty() {
-            let mut c = Curve::new(run.label.clone(), bucket_means(&rates, MAX_STEP_POINTS).0);
-            c.color = Some(i);
-            c.markers = false;
-            lr.curves.push(c);
+            let pts = bucket_means(&rates, MAX_STEP_POINTS).0;
+            lr.curves.push(Curve { color: Some(i), markers: false, ..Curve::new(run.label.clone(), pts) });
         }
         for (j, (width, pts)) in run.validation.iter().enumerate() {
-            let mut c = Curve::new(format!("{} @ {width}", run.label), pts.iter().map(|&(e, t)| (e as f64, t)).collect());
-            c.color = Some(i);
-            c.shape = Some(Shape::nth(j));
-            val.curves.push(c);
+            let pts = pts.iter().map(|&(e, t)| (e as f64, t)).collect();
+            val.curves.push(Curve { color: Some(i), shape: Some(Shape::nth(j)), ..Curve::new(format!("{} @ {width}", run.label), pts) });
         }
     }
     loss.title = if bucket > 1 { format!("Training loss (mean of every {bucket} steps)") } else { "Training loss".into() };
-    let mut panels = vec![loss, lr];
-    if !val.curves.is_empty() {
-        panels.push(val);
-    }
+    let mut panels = vec![loss, lr, val];
     panels.retain(|p| !p.curves.is_empty());
     Figure { title: title.to_string(), panels }
 }

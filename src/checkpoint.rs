@@ -240,11 +240,9 @@ impl Checkpoint {
                     .strip_prefix("momentum ")
                     .and_then(|m| m.parse().ok())
                     .ok_or_else(|| bad(format!("metadata {RUNNING_KEY} is {text:?}, expected \"momentum M\"")))?;
-                let mut running = model.new_running_stats();
-                running.momentum = momentum;
-                let names: Vec<(String, Vec<usize>)> =
-                    running_tensors(&model, &running).into_iter().map(|(n, t)| (n, t.dims().to_vec())).collect();
-                let tensors = names.iter().map(|(name, shape)| read(name, shape).map(AnyTensor::into_r1)).collect::<Result<Vec<_>>>()?;
+                let mut running = RunningStats { momentum, ..model.new_running_stats() };
+                let tensors: Vec<Tensor<1>> =
+                    running_tensors(&model, &running).iter().map(|(name, t)| read(name, &t.dims()).map(AnyTensor::into_r1)).collect::<Result<_>>()?;
                 // The walk order of running_tensors: mean, then var, slot by slot.
                 let mut tensors = tensors.into_iter();
                 for slot in running.layers.iter_mut().flatten() {
@@ -308,8 +306,7 @@ fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<(TrainConfi
         return Err(bad(format!("{NOT_A_CHECKPOINT}: metadata format is {:?}, expected {FORMAT:?}", meta.get("format"))));
     }
     let field = |k: &str| meta.get(k).ok_or_else(|| bad(format!("{NOT_A_CHECKPOINT}: metadata has no {k:?}")));
-    let mut config = TrainConfig::from_toml(field("config")?, &format!("config stored in {}", path.display()))?;
-    config.max_steps = 0;
+    let config = TrainConfig { max_steps: 0, ..TrainConfig::from_toml(field("config")?, &format!("config stored in {}", path.display()))? };
     let state: TrainState = serde_json::from_str(field("state")?).map_err(|e| bad(format!("state: {e}")))?;
     Ok((config, state))
 }

@@ -459,9 +459,7 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let mut c = TrainConfig::from_toml(DEFAULT_CONFIG, "d").unwrap();
-        c.warmup_epochs = 0.0;
-        c.lr = 1.0;
+        let mut c = TrainConfig { warmup_epochs: 0.0, lr: 1.0, ..TrainConfig::from_toml(DEFAULT_CONFIG, "d").unwrap() };
         assert_eq!(c.lr_at(0, 100, 10), 1.0);
         assert!((c.lr_at(50, 100, 10) - 0.5).abs() < 1e-12);
         c.lr_scheduler = LrScheduler::Cosine;

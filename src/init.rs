@@ -46,18 +46,14 @@ impl Init {
         let n: usize = shape.iter().product();
         match *self {
             Init::Counter { seed } => {
-                let u = counter_uniform(name, seed, n);
-                match kind {
-                    ParamKind::ConvWeight { .. } | ParamKind::LinearWeight => {
-                        let fan_in: usize = shape[1..].iter().product();
-                        let scale = 2.0 * (3.0 / fan_in as f64).sqrt();
-                        u.iter().map(|u| ((u - 0.5) * scale) as f32).collect()
-                    }
-                    ParamKind::BnGamma => u.iter().map(|u| (1.0 + (u - 0.5) * 0.4) as f32).collect(),
-                    ParamKind::BnBeta | ParamKind::LinearBias => {
-                        u.iter().map(|u| ((u - 0.5) * 0.4) as f32).collect()
-                    }
-                }
+                // `offset + (u - 0.5) * scale`: weights uniform with the variance of 1 / fan_in.
+                let fan_in: usize = shape[1..].iter().product();
+                let (offset, scale) = match kind {
+                    ParamKind::ConvWeight { .. } | ParamKind::LinearWeight => (0.0, 2.0 * (3.0 / fan_in as f64).sqrt()),
+                    ParamKind::BnGamma => (1.0, 0.4),
+                    ParamKind::BnBeta | ParamKind::LinearBias => (0.0, 0.4),
+                };
+                counter_uniform(name, seed, n).iter().map(|u| (offset + (u - 0.5) * scale) as f32).collect()
             }
             Init::Kaiming { seed } => {
                 let mut rng = StdRng::seed_from_u64(seed ^ u64::from(fnv1a32(name)) << 20);

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -58,6 +59,13 @@ fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
 
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Adds the gradient `values` (of `shape`) to `node`'s, when the graph tracks it.
+fn register(grads: &mut Gradients, node: Option<NodeId>, values: Vec<f32>, shape: Vec<usize>) {
+    if let Some(id) = node {
+        grads.register::<Flex>(id, tensor(values, shape));
+    }
 }
 
 fn planes(x: &FlexTensor) -> Planes {
@@ -114,9 +122,7 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
                 if let (Some(node), Some(dx)) = (node_x, dx) {
                     grads.register::<Flex>(node.id, tensor(dx, dims(&x)));
                 }
-                if let Some(node) = node_w {
-                    grads.register::<Flex>(node.id, tensor(dw, dims(&weight)));
-                }
+                register(grads, node_w.map(|n| n.id), dw, dims(&weight));
             }
         }
 
@@ -153,15 +159,9 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
                 let p = planes(&s.x);
                 let (dx, dgamma, dbeta) =
                     bn::train_backward(&values(&s.x), &values(&dy), &values(&s.gamma), &values(&s.beta), &s.mean, &s.invstd, p, s.act);
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, tensor(dx, dims(&s.x)));
-                }
-                if let Some(node) = node_gamma {
-                    grads.register::<Flex>(node.id, tensor(dgamma, vec![p.channels]));
-                }
-                if let Some(node) = node_beta {
-                    grads.register::<Flex>(node.id, tensor(dbeta, vec![p.channels]));
-                }
+                register(grads, node_x.map(|n| n.id), dx, dims(&s.x));
+                register(grads, node_gamma.map(|n| n.id), dgamma, vec![p.channels]);
+                register(grads, node_beta.map(|n| n.id), dbeta, vec![p.channels]);
             }
         }
 
@@ -190,15 +190,9 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
                 let (x, scale, shift, a) = ops.state;
                 let p = planes(&x);
                 let (dx, dscale, dshift) = bn::affine_act_backward(&values(&x), &values(&dy), &values(&scale), &values(&shift), p, a);
-                if let Some(node) = node_x {
-                    grads.register::<Flex>(node.id, tensor(dx, dims(&x)));
-                }
-                if let Some(node) = node_scale {
-                    grads.register::<Flex>(node.id, tensor(dscale, vec![p.channels]));
-                }
-                if let Some(node) = node_shift {
-                    grads.register::<Flex>(node.id, tensor(dshift, vec![p.channels]));
-                }
+                register(grads, node_x.map(|n| n.id), dx, dims(&x));
+                register(grads, node_scale.map(|n| n.id), dscale, vec![p.channels]);
+                register(grads, node_shift.map(|n| n.id), dshift, vec![p.channels]);
             }
         }
 

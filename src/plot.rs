@@ -505,9 +505,7 @@ mod tests {
     use super::*;
 
     fn figure(curves: Vec<Curve>) -> Figure {
-        let mut p = Panel::new("Top-1 vs MACs", "MACs per image", "top-1 accuracy (%)");
-        p.x_si = true;
-        p.curves = curves;
+        let p = Panel { x_si: true, curves, ..Panel::new("Top-1 vs MACs", "MACs per image", "top-1 accuracy (%)") };
         Figure { title: "A title".into(), panels: vec![p] }
     }
 
@@ -518,8 +516,7 @@ mod tests {
     #[test]
     fn draws_curves_text_and_both_formats() {
         let dir = tempfile::tempdir().unwrap();
-        let mut us = Curve::new("US-Net", vec![(20.0e6, 71.0), (5.0e6, 60.1), (12.3e6, 68.4)]);
-        us.hollow = vec![false, false, true];
+        let us = Curve { hollow: vec![false, false, true], ..Curve::new("US-Net", vec![(20.0e6, 71.0), (5.0e6, 60.1), (12.3e6, 68.4)]) };
         let fig = figure(vec![us, Curve::new("1.0x", vec![(20.0e6, 70.2)])]);
         let (w, h, rgb) = render_rgb(&fig).unwrap();
         assert_eq!((w, h), size(1));
@@ -558,8 +555,7 @@ mod tests {
         assert!(matches!(render_rgb(&figure(vec![Curve::new("e", vec![])])), Err(PlotError::EmptyCurve { .. })));
         let nan = figure(vec![Curve::new("n", vec![(1.0, 2.0), (f64::NAN, 1.0)])]);
         assert!(matches!(render_rgb(&nan), Err(PlotError::NonFinite { index: 1, .. })));
-        let mut bad = Curve::new("h", vec![(1.0, 2.0)]);
-        bad.hollow = vec![true, false];
+        let bad = Curve { hollow: vec![true, false], ..Curve::new("h", vec![(1.0, 2.0)]) };
         assert!(matches!(render_rgb(&figure(vec![bad])), Err(PlotError::HollowLength { .. })));
         let overflow = figure(vec![Curve::new("o", vec![(-f64::MAX, 0.0), (f64::MAX, 1.0)])]);
         assert!(matches!(render_rgb(&overflow), Err(PlotError::RangeTooLarge { axis: "x" })));

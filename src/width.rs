@@ -235,10 +235,7 @@ impl fmt::Display for WidthSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.canonical() {
             WidthSpec::Uniform(w) => write!(f, "{w}"),
-            WidthSpec::PerStage(ws) => {
-                let parts: Vec<String> = ws.iter().map(|w| w.to_string()).collect();
-                write!(f, "{}", parts.join("/"))
-            }
+            WidthSpec::PerStage(ws) => write!(f, "{}", ws.iter().map(Width::to_string).collect::<Vec<_>>().join("/")),
         }
     }
 }

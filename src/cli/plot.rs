@@ -45,10 +45,8 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
 
 fn accuracy(args: AccuracyArgs) -> anyhow::Result<()> {
     let mut curves = Vec::new();
-    for arg in &args.evals {
-        let (path, label) = path_and_label(arg);
-        let rows = read_eval(&path)?;
-        curves.extend(eval_curves(&label, &rows));
+    for (path, label) in args.evals.iter().map(|arg| path_and_label(arg)) {
+        curves.extend(eval_curves(&label, &read_eval(&path)?));
     }
     let figure = Figure { title: String::new(), panels: vec![accuracy_panel(&args.title, curves)] };
     write_figure(&args.output, &figure).with_context(|| format!("writing the plot {}", args.output.display()))?;

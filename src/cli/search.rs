@@ -258,10 +258,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     drop(search);
     pb.finish_and_clear();
 
-    let latency_report = match &mut latency {
-        Some(l) => Some(check_latency(l, &results, &space, args.latency_checks, &table_path)?),
-        None => None,
-    };
+    let latency_report = latency.as_mut().map(|l| check_latency(l, &results, &space, args.latency_checks, &table_path)).transpose()?;
     let to_row = |c: &Candidate| -> anyhow::Result<Row> {
         let spec: WidthSpec = c.spec.parse()?;
         Ok(Row { spec: c.spec.clone(), cost: c.cost, macs: width_cost(&model, &spec, h)?.macs, validation_top1: c.validation_top1, test_top1: c.test_top1 })
@@ -381,8 +378,6 @@ fn write_plot(path: &Path, report: &Report) -> anyhow::Result<()> {
         CostKind::Latency => "ms per batch",
     };
     let title = format!("Search under {}: validation top-1 of each strategy's front", report.budget);
-    let mut panel = Panel::new("", x_label, "validation top-1 (%)");
-    panel.curves = curves;
-    let figure = Figure { title, panels: vec![panel] };
+    let figure = Figure { title, panels: vec![Panel { curves, ..Panel::new("", x_label, "validation top-1 (%)") }] };
     write_figure(path, &figure).with_context(|| format!("writing the plot {}", path.display()))
 }

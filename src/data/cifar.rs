@@ -67,15 +67,11 @@ impl CifarKind {
         }
     }
 
-    fn hint(self) -> &'static str {
-        match self {
-            Self::Cifar10 => {
-                "fix: extract the CIFAR-10 binary version (cifar-10-binary.tar.gz) into this directory"
-            }
-            Self::Cifar100 => {
-                "fix: extract the CIFAR-100 binary version (cifar-100-binary.tar.gz) into this directory"
-            }
-        }
+    fn hint(self) -> String {
+        let n = self.num_classes();
+        format!(
+            "fix: extract the CIFAR-{n} binary version (cifar-{n}-binary.tar.gz) into this directory"
+        )
     }
 }
 
@@ -97,9 +93,9 @@ pub fn load_cifar(dir: &Path, kind: CifarKind) -> Result<Splits> {
     let train_paths: Vec<PathBuf> = kind
         .train_files()
         .iter()
-        .map(|f| require_file(&dir, f, "CIFAR training batch", kind.hint()))
+        .map(|f| require_file(&dir, f, "CIFAR training batch", &kind.hint()))
         .collect::<Result<_>>()?;
-    let test_path = require_file(&dir, kind.test_file(), "CIFAR test batch", kind.hint())?;
+    let test_path = require_file(&dir, kind.test_file(), "CIFAR test batch", &kind.hint())?;
     let train = load_cifar_files(&train_paths, kind)?;
     let test = load_cifar_files(std::slice::from_ref(&test_path), kind)?;
     Splits::new(train, test, &test_path)
@@ -163,7 +159,7 @@ fn resolve_dir(dir: &Path, kind: CifarKind) -> Result<PathBuf> {
         return Err(DataError::Missing {
             path: dir.to_path_buf(),
             what: "CIFAR dataset directory".into(),
-            hint: kind.hint().into(),
+            hint: kind.hint(),
         });
     }
     let sub = dir.join(kind.subdir());

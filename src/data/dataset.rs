@@ -214,11 +214,8 @@ impl Dataset {
         let pixels = match &self.pixels {
             Pixels::Dense { data, height, width } => {
                 let n = self.channels * height * width;
-                let mut out = Vec::with_capacity(n * indices.len());
-                for &i in indices {
-                    out.extend_from_slice(&data[i * n..(i + 1) * n]);
-                }
-                Pixels::Dense { data: out, height: *height, width: *width }
+                let images: Vec<&[u8]> = indices.iter().map(|&i| &data[i * n..(i + 1) * n]).collect();
+                Pixels::Dense { data: images.concat(), height: *height, width: *width }
             }
             Pixels::Files(files) => Pixels::Files(indices.iter().map(|&i| files[i].clone()).collect()),
         };
@@ -243,11 +240,10 @@ impl Dataset {
         }
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-        let mut held: Vec<usize> = order[..size].to_vec();
-        let mut rest: Vec<usize> = order[size..].to_vec();
+        let (held, rest) = order.split_at_mut(size);
         held.sort_unstable();
         rest.sort_unstable();
-        Ok((self.subset(&rest), self.subset(&held), held))
+        Ok((self.subset(rest), self.subset(held), held.to_vec()))
     }
 
     /// The file backing sample `i`, for image-folder datasets.
@@ -306,13 +302,7 @@ pub(crate) fn decode_rgb(path: &Path) -> Result<ImageView<'static>> {
         .to_rgb8();
     let (w, h) = (img.width() as usize, img.height() as usize);
     let hwc = img.into_raw();
-    let mut chw = vec![0u8; hwc.len()];
-    let plane = h * w;
-    for (p, px) in hwc.chunks_exact(3).enumerate() {
-        chw[p] = px[0];
-        chw[plane + p] = px[1];
-        chw[2 * plane + p] = px[2];
-    }
+    let chw: Vec<u8> = (0..3).flat_map(|c| hwc.iter().skip(c).step_by(3).copied()).collect();
     Ok(ImageView::new(chw, 3, h, w))
 }
 

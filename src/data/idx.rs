@@ -219,7 +219,7 @@ fn relabel_path(e: DataError, images: &Path, labels: &Path) -> DataError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::testutil::{gzip, idx_images, idx_labels};
+    use crate::data::testutil::{gzip, idx_file, idx_images, idx_labels};
     use std::fs;
 
     fn write_mnist_dir(dir: &Path, gz: bool, n_train: usize, n_test: usize) {
@@ -238,6 +238,16 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    /// The error of loading a directory of 4 training and 2 test images (gzipped if `gz`)
+    /// after `edit` rewrote its file `name`.
+    fn load_edited(gz: bool, name: &str, edit: impl FnOnce(Vec<u8>) -> Vec<u8>) -> DataError {
+        let tmp = tempfile::tempdir().unwrap();
+        write_mnist_dir(tmp.path(), gz, 4, 2);
+        let p = tmp.path().join(name);
+        fs::write(&p, edit(fs::read(&p).unwrap())).unwrap();
+        load_mnist(tmp.path()).unwrap_err()
     }
 
     fn check_round_trip(gz: bool) {
@@ -267,13 +277,7 @@ mod tests {
 
     #[test]
     fn truncated_images_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        let p = tmp.path().join("train-images-idx3-ubyte");
-        let mut b = fs::read(&p).unwrap();
-        b.truncate(b.len() - 5);
-        fs::write(&p, b).unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-images-idx3-ubyte", |b| b[..b.len() - 5].to_vec());
         assert!(
             matches!(
                 e,
@@ -290,25 +294,14 @@ mod tests {
 
     #[test]
     fn truncated_gzip_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), true, 4, 2);
-        let p = tmp.path().join("t10k-labels-idx1-ubyte.gz");
-        let b = fs::read(&p).unwrap();
-        fs::write(&p, &b[..b.len() / 2]).unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(true, "t10k-labels-idx1-ubyte.gz", |b| b[..b.len() / 2].to_vec());
         assert!(matches!(e, DataError::Gzip { .. }), "{e:?}");
         assert!(e.to_string().contains("t10k-labels-idx1-ubyte.gz"), "{e}");
     }
 
     #[test]
     fn trailing_data_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        let p = tmp.path().join("t10k-labels-idx1-ubyte");
-        let mut b = fs::read(&p).unwrap();
-        b.push(0);
-        fs::write(&p, b).unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "t10k-labels-idx1-ubyte", |b| [b, vec![0]].concat());
         assert!(
             matches!(
                 e,
@@ -325,15 +318,8 @@ mod tests {
 
     #[test]
     fn bad_magic_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
         // A label file where an image file belongs.
-        fs::copy(
-            tmp.path().join("train-labels-idx1-ubyte"),
-            tmp.path().join("train-images-idx3-ubyte"),
-        )
-        .unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-images-idx3-ubyte", |_| idx_labels(&[0, 1, 2, 3]));
         assert!(
             matches!(
                 e,
@@ -354,14 +340,7 @@ mod tests {
 
     #[test]
     fn label_out_of_range_named() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        fs::write(
-            tmp.path().join("train-labels-idx1-ubyte"),
-            idx_labels(&[0, 1, 10, 2]),
-        )
-        .unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-labels-idx1-ubyte", |_| idx_labels(&[0, 1, 10, 2]));
         assert!(
             matches!(
                 e,
@@ -379,14 +358,7 @@ mod tests {
 
     #[test]
     fn count_mismatch_names_both_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        write_mnist_dir(tmp.path(), false, 4, 2);
-        fs::write(
-            tmp.path().join("train-labels-idx1-ubyte"),
-            idx_labels(&[0, 1, 2]),
-        )
-        .unwrap();
-        let e = load_mnist(tmp.path()).unwrap_err();
+        let e = load_edited(false, "train-labels-idx1-ubyte", |_| idx_labels(&[0, 1, 2]));
         assert!(
             matches!(
                 e,
@@ -444,33 +416,23 @@ mod tests {
         );
     }
 
-    /// An IDX header in a gzip stream, followed by `body`.
-    fn gz_idx(dims: &[u32], body: &[u8]) -> Vec<u8> {
-        let mut b = vec![0, 0, 8, dims.len() as u8];
-        for d in dims {
-            b.extend_from_slice(&d.to_be_bytes());
-        }
-        b.extend_from_slice(body);
-        gzip(&b)
-    }
-
     #[test]
     fn a_header_claiming_too_much_is_refused_before_the_payload_is_read() {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join("x-images-idx3-ubyte.gz");
         // 2^31 * 2^31 * 2 bytes (2^63): refused from the header alone.
-        fs::write(&p, gz_idx(&[1 << 31, 1 << 31, 2], &[0; 64])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[1 << 31, 1 << 31, 2], &[0; 64]))).unwrap();
         let e = read_idx_images(&p).unwrap_err();
         assert!(matches!(e, DataError::BadHeader { .. }) && e.to_string().contains("claim"), "{e}");
         // Claiming 512 MiB (within the limit) but holding 1 MiB: truncated, having read 1 MiB.
-        fs::write(&p, gz_idx(&[1 << 20, 32, 16], &vec![7; 1 << 20])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[1 << 20, 32, 16], &vec![7; 1 << 20]))).unwrap();
         let e = read_idx_images(&p).unwrap_err();
         assert!(matches!(e, DataError::Truncated { expected, found, .. } if expected == 16 + (1 << 29) && found == 16 + (1 << 20)), "{e:?}");
         // Extra bytes after the payload of a gzip stream are trailing data.
-        fs::write(&p, gz_idx(&[2, 2, 2], &[1; 10])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[2, 2, 2], &[1; 10]))).unwrap();
         let e = read_idx_images(&p).unwrap_err();
         assert!(matches!(e, DataError::TrailingData { expected: 24, found: 26, .. }), "{e:?}");
-        fs::write(&p, gz_idx(&[2, 2, 2], &[1; 8])).unwrap();
+        fs::write(&p, gzip(&idx_file(&[2, 2, 2], &[1; 8]))).unwrap();
         assert_eq!(read_idx_images(&p).unwrap().data, vec![1; 8]);
     }
 

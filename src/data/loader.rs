@@ -516,7 +516,6 @@ mod tests {
 
     #[test]
     fn drop_last_limit_and_eval_order() {
-        let t = Transform::normalize_only(Normalize::unit());
         let l = plain(
             23,
             LoaderConfig {
@@ -538,29 +537,18 @@ mod tests {
         let all: Vec<usize> = collect(l.epoch(9)).iter().flat_map(ids).collect();
         assert_eq!(all, (0..7).collect::<Vec<_>>());
 
-        assert!(
-            Loader::new(
-                toy(3),
-                t.clone(),
-                LoaderConfig {
-                    drop_last: true,
-                    ..cfg(5, 0, 1)
-                }
-            )
-            .is_err()
-        );
-        assert!(
-            Loader::new(
-                toy(3),
-                t.clone(),
-                LoaderConfig {
-                    limit: Some(0),
-                    ..cfg(5, 0, 1)
-                }
-            )
-            .is_err()
-        );
-        assert!(Loader::new(toy(3), t, cfg(0, 0, 1)).is_err());
+        let refused = |config| {
+            Loader::new(toy(3), Transform::normalize_only(Normalize::unit()), config).is_err()
+        };
+        assert!(refused(LoaderConfig {
+            drop_last: true,
+            ..cfg(5, 0, 1)
+        }));
+        assert!(refused(LoaderConfig {
+            limit: Some(0),
+            ..cfg(5, 0, 1)
+        }));
+        assert!(refused(cfg(0, 0, 1)));
     }
 
     #[test]

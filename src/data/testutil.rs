@@ -12,26 +12,28 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+/// IDX file of unsigned bytes: the magic `0x0000080D` of `D = dims.len()`, the
+/// dimensions, then `body`.
+pub fn idx_file(dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut b = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        b.extend_from_slice(&d.to_be_bytes());
+    }
+    b.extend_from_slice(body);
+    b
+}
+
 /// IDX image file of `n` h×w images; pixel p of image i is `(i * 7 + p) % 256`.
 pub fn idx_images(n: usize, h: usize, w: usize) -> Vec<u8> {
-    let mut b = Vec::new();
-    for v in [0x803u32, n as u32, h as u32, w as u32] {
-        b.extend_from_slice(&v.to_be_bytes());
-    }
-    for i in 0..n {
-        b.extend((0..h * w).map(|p| ((i * 7 + p) % 256) as u8));
-    }
-    b
+    let body: Vec<u8> = (0..n)
+        .flat_map(|i| (0..h * w).map(move |p| ((i * 7 + p) % 256) as u8))
+        .collect();
+    idx_file(&[n as u32, h as u32, w as u32], &body)
 }
 
 /// IDX label file.
 pub fn idx_labels(labels: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for v in [0x801u32, labels.len() as u32] {
-        b.extend_from_slice(&v.to_be_bytes());
-    }
-    b.extend_from_slice(labels);
-    b
+    idx_file(&[labels.len() as u32], labels)
 }
 
 /// `n` CIFAR records: record i has (fine) label `(seed + i) % classes`, coarse

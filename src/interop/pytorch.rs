@@ -150,16 +150,9 @@ fn split_state_dict(tensors: HashMap<String, pytorch_reader::Tensor>) -> Option<
         .filter(|p| p.is_empty() || p.ends_with('.'))
         .min_by_key(|p| p.len())?
         .to_string();
-    let mut state = HashMap::new();
-    let mut outside = Vec::new();
-    for (key, t) in tensors {
-        match key.strip_prefix(&prefix) {
-            Some(rest) => {
-                state.insert(rest.to_string(), t);
-            }
-            None => outside.push(key),
-        }
-    }
+    let (inside, outside): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(key, _)| key.starts_with(&prefix));
+    let state = inside.into_iter().map(|(key, t)| (key[prefix.len()..].to_string(), t)).collect();
+    let mut outside: Vec<String> = outside.into_iter().map(|(key, _)| key).collect();
     outside.sort();
     Some((state, outside))
 }

@@ -621,20 +621,13 @@ pub(crate) mod tests {
             let (dx, dw) = backward(&x, &w, &dy, &g, true);
             let dx = dx.unwrap();
             let inner = |x: &[f32], w: &[f32]| naive(x, w, &g).iter().zip(&dy).map(|(a, b)| a * *b as f64).sum::<f64>();
-            let expect_dx: Vec<f64> = (0..x.len())
-                .map(|i| {
-                    let mut e = vec![0.0f32; x.len()];
-                    e[i] = 1.0;
-                    inner(&e, &w)
-                })
-                .collect();
-            let expect_dw: Vec<f64> = (0..w.len())
-                .map(|i| {
-                    let mut e = vec![0.0f32; w.len()];
-                    e[i] = 1.0;
-                    inner(&x, &e)
-                })
-                .collect();
+            let unit = |n: usize, i: usize| {
+                let mut e = vec![0.0f32; n];
+                e[i] = 1.0;
+                e
+            };
+            let expect_dx: Vec<f64> = (0..x.len()).map(|i| inner(&unit(x.len(), i), &w)).collect();
+            let expect_dw: Vec<f64> = (0..w.len()).map(|i| inner(&x, &unit(w.len(), i))).collect();
             close(&dx, &expect_dx);
             close(&dw, &expect_dw);
         }

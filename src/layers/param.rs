@@ -40,13 +40,8 @@ impl AnyTensor {
     ///
     /// Panics when the rank is not 1, 2 or 4, or `values` does not have `shape`'s length.
     pub fn from_values(values: Vec<f32>, shape: &[usize], device: &Device) -> Self {
-        let data = TensorData::new(values, shape.to_vec());
-        match shape.len() {
-            1 => AnyTensor::R1(Tensor::from_data(data, device)),
-            2 => AnyTensor::R2(Tensor::from_data(data, device)),
-            4 => AnyTensor::R4(Tensor::from_data(data, device)),
-            r => panic!("parameters have rank 1, 2 or 4, not {r}"),
-        }
+        let n = values.len();
+        AnyTensor::unflatten(Tensor::from_data(TensorData::new(values, [n]), device), shape)
     }
 
     /// The shape.

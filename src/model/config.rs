@@ -276,8 +276,7 @@ mod tests {
     #[test]
     fn param_count_matches_the_built_model() {
         let device = crate::device::device(None).unwrap();
-        let mut small = ModelConfig::imagenet(Arch::UsMobilenetV2, 10);
-        small.switchable_bn = Some(vec![1.0, 0.5]);
+        let small = ModelConfig { switchable_bn: Some(vec![1.0, 0.5]), ..ModelConfig::imagenet(Arch::UsMobilenetV2, 10) };
         for config in [ModelConfig::imagenet(Arch::UsMobilenetV2, 1000), ModelConfig::imagenet(Arch::UsMobilenetV1, 1000), small] {
             let model = crate::model::UsNet::init(&config, &crate::init::Init::Counter { seed: 0 }, &device).unwrap();
             let built: usize = model.params().iter().map(|(_, _, t)| t.shape().iter().product::<usize>()).sum();
@@ -309,8 +308,7 @@ mod tests {
             assert!(err.contains(needle), "{err}");
         }
         // The error states the count and the limit.
-        let mut c = base.clone();
-        c.num_classes = 1_000_000;
+        let c = ModelConfig { num_classes: 1_000_000, ..base.clone() };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("1281000000") || err.contains("parameters ("), "{err}");
         assert!(err.contains("at most 100000000"), "{err}");

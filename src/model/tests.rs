@@ -29,8 +29,7 @@ fn slimmed_conv_equals_dense_conv_on_weight_prefix() {
         let o_max = if depthwise { c_max } else { o_max };
         let k = [1, 3][rng.random_range(0..2)];
         let stride = rng.random_range(1..3);
-        let mut cfg = UsConv2dConfig::new(c_max, o_max, k, stride);
-        cfg.depthwise = depthwise;
+        let cfg = UsConv2dConfig { depthwise, ..UsConv2dConfig::new(c_max, o_max, k, stride) };
         let conv = cfg.init("conv", &Init::Kaiming { seed: case }, &device);
         let width: f64 = rng.random_range(0.2..=1.0);
         let c_in = slim_channels(c_max, width, 1, 1).min(c_max);
@@ -300,8 +299,7 @@ fn sgd_step_matches_pytorch_rule_and_nan_loss_is_an_error() {
 #[test]
 fn switchable_bn_has_private_parameters_per_width() {
     let device = device();
-    let mut config = small_v2();
-    config.switchable_bn = Some(vec![1.0, 0.5, 0.35]);
+    let config = ModelConfig { switchable_bn: Some(vec![1.0, 0.5, 0.35]), ..small_v2() };
     let model = UsNet::init(&config, &Init::Kaiming { seed: 8 }, &device).unwrap().into_trainable();
     let names: Vec<String> = model.params().into_iter().map(|(n, _, _)| n).collect();
     assert!(names.contains(&"features.0.1.bn.2.weight".to_string()), "official S-Net names");
@@ -446,8 +444,7 @@ fn tracking_running_statistics_changes_no_training_output() {
 #[test]
 fn an_snet_keeps_running_statistics_per_switch_width() {
     let device = device();
-    let mut config = small_v2();
-    config.switchable_bn = Some(vec![1.0, 0.5]);
+    let config = ModelConfig { switchable_bn: Some(vec![1.0, 0.5]), ..small_v2() };
     let model = UsNet::init(&config, &Init::Kaiming { seed: 13 }, &device).unwrap();
     let mut running = model.new_running_stats();
     assert_eq!(running.layers[0].len(), 2);

@@ -88,20 +88,9 @@ impl LayerPlan {
         self.weights()?.checked_mul(self.out_hw[0] as u64)?.checked_mul(self.out_hw[1] as u64)
     }
 
-    /// Multiply-accumulates for one image (`u64::MAX` when they overflow; see
-    /// [`LayerPlan::checked_macs`]).
-    pub fn macs(&self) -> u64 {
-        self.checked_macs().unwrap_or(u64::MAX)
-    }
-
     /// Parameters the layer uses at this width, `None` when they overflow `u64`.
     pub fn checked_params(&self) -> Option<u64> {
         self.weights()?.checked_add(if self.bias { self.c_out as u64 } else { 0 })
-    }
-
-    /// Parameters the layer uses at this width (`u64::MAX` when they overflow).
-    pub fn params(&self) -> u64 {
-        self.checked_params().unwrap_or(u64::MAX)
     }
 }
 
@@ -172,14 +161,9 @@ impl UsNet {
                     layer
                 };
                 let hidden = channels * row.t;
-                let expand = (v2 && row.t != 1).then(|| {
-                    let mut c = UsConv2dConfig::new(channels, hidden, 1, 1);
-                    c.out_ratio = row.t;
-                    next(c, true)
-                });
-                let mut dw = UsConv2dConfig::new(hidden, hidden, 3, stride);
-                dw.depthwise = true;
-                dw.out_ratio = row.t;
+                let expand_cfg = UsConv2dConfig { out_ratio: row.t, ..UsConv2dConfig::new(channels, hidden, 1, 1) };
+                let expand = (v2 && row.t != 1).then(|| next(expand_cfg, true));
+                let dw = UsConv2dConfig { depthwise: true, out_ratio: row.t, ..UsConv2dConfig::new(hidden, hidden, 3, stride) };
                 let depthwise = next(dw, true);
                 // v1 ends a block with ReLU6; v2's projection is linear.
                 let project = next(UsConv2dConfig::new(hidden, outp, 1, 1), !v2);
@@ -191,8 +175,7 @@ impl UsNet {
         let head = config.last_channels.map(|last| {
             let name = format!("features.{}", blocks.len() + 1);
             // Only the head's input slims; its output is fixed, as in the official model.
-            let mut cfg = UsConv2dConfig::new(channels, last, 1, 1);
-            cfg.slim_out = false;
+            let cfg = UsConv2dConfig { slim_out: false, ..UsConv2dConfig::new(channels, last, 1, 1) };
             let layer = conv_bn(format!("{name}.0"), format!("{name}.1"), cfg, true);
             channels = last;
             layer
@@ -351,18 +334,15 @@ impl UsNet {
     pub fn distinct_widths(&self, specs: &[WidthSpec]) -> Result<DistinctWidths> {
         // Each kept spec with its (c_in, c_out) per layer.
         let mut seen: Vec<(Vec<(usize, usize)>, WidthSpec)> = Vec::new();
-        let (mut kept, mut merged) = (Vec::new(), Vec::new());
+        let mut merged = Vec::new();
         for spec in specs {
             let channels: Vec<(usize, usize)> = self.plan(spec, [32, 32])?.iter().map(|l| (l.c_in, l.c_out)).collect();
             match seen.iter().find(|(c, _)| *c == channels) {
                 Some((_, first)) => merged.push((spec.clone(), first.clone())),
-                None => {
-                    seen.push((channels, spec.clone()));
-                    kept.push(spec.clone());
-                }
+                None => seen.push((channels, spec.clone())),
             }
         }
-        Ok((kept, merged))
+        Ok((seen.into_iter().map(|(_, spec)| spec).collect(), merged))
     }
 
     /// Every conv and linear layer that runs at `spec` on `[h, w]` inputs, in order, with
@@ -384,24 +364,18 @@ impl UsNet {
         let mut plans = Vec::new();
         let mut hw = input_hw;
         let mut c = self.config.input_channels;
-        let mut step = |conv: &UsConv2d, width: Option<f64>, c: &mut usize, hw: &mut [usize; 2]| {
-            let c_out = match width {
-                Some(w) => conv.out_channels(*c, w, d),
-                None => conv.config.out_channels,
-            };
-            *hw = [conv.out_size(hw[0]), conv.out_size(hw[1])];
-            let groups = if conv.config.depthwise { *c } else { 1 };
-            plans.push(LayerPlan { name: conv.name.clone(), c_in: *c, c_out, kernel: conv.config.kernel_size, groups, out_hw: *hw, bias: false });
-            *c = c_out;
-        };
         for (layer, follows) in self.conv_bns() {
-            let width = match follows {
-                Follows::Stem => Some(widths.stem),
-                Follows::Stage(s) => Some(widths.stages[s]),
+            let conv = &layer.conv;
+            let c_out = match follows {
+                Follows::Stem => conv.out_channels(c, widths.stem, d),
+                Follows::Stage(s) => conv.out_channels(c, widths.stages[s], d),
                 // The head's output is fixed; its input follows the last stage.
-                Follows::Fixed => None,
+                Follows::Fixed => conv.config.out_channels,
             };
-            step(&layer.conv, width, &mut c, &mut hw);
+            hw = [conv.out_size(hw[0]), conv.out_size(hw[1])];
+            let groups = if conv.config.depthwise { c } else { 1 };
+            plans.push(LayerPlan { name: conv.name.clone(), c_in: c, c_out, kernel: conv.config.kernel_size, groups, out_hw: hw, bias: false });
+            c = c_out;
         }
         let out = self.config.num_classes;
         plans.push(LayerPlan { name: self.classifier.name.clone(), c_in: c, c_out: out, kernel: 0, groups: 1, out_hw: [1, 1], bias: true });

@@ -70,17 +70,24 @@ fn budget(limit: f64) -> Budget {
     Budget { kind: CostKind::Macs, limit }
 }
 
+/// Runs `f` on a search of the fake oracle under a MACs budget of `limit`; returns what `f`
+/// returns, the specs scored in order and the cost oracle's calls.
+fn with_search<R>(limit: f64, f: impl FnOnce(&mut Search<'_>) -> R) -> (R, Vec<String>, usize) {
+    let log = Rc::default();
+    let (mut s, mut c) = (scorer("validation", &log), FakeCost::default());
+    let result = f(&mut Search::new(space(), budget(limit), &mut s, &mut c).unwrap());
+    let scored = log.borrow().iter().map(|(_, s)| s.clone()).collect();
+    (result, scored, c.calls)
+}
+
 /// Budgets from just above the cheapest (0.75) to just below the largest (75).
 const BUDGETS: [f64; 6] = [0.8, 3.0, 10.0, 25.0, 50.0, 74.0];
 
 #[test]
 fn greedy_never_exceeds_the_budget_and_beats_uniform_where_stages_differ() {
+    let greedy_and_uniform = |limit| with_search(limit, |s| (s.run(Strategy::Greedy).unwrap(), s.run(Strategy::Uniform).unwrap())).0;
     for limit in BUDGETS {
-        let log = Rc::default();
-        let (mut s, mut c) = (scorer("validation", &log), FakeCost::default());
-        let mut search = Search::new(space(), budget(limit), &mut s, &mut c).unwrap();
-        let greedy = search.run(Strategy::Greedy).unwrap();
-        let uniform = search.run(Strategy::Uniform).unwrap();
+        let (greedy, uniform) = greedy_and_uniform(limit);
         assert!(greedy.best.cost <= limit, "budget {limit}: {:?}", greedy.best);
         assert!(greedy.front.iter().all(|c| c.cost <= limit));
         assert_eq!(greedy.best.validation_top1, fake_top1(&greedy.best.spec.parse().unwrap()));
@@ -89,11 +96,7 @@ fn greedy_never_exceeds_the_budget_and_beats_uniform_where_stages_differ() {
         assert!(greedy.best.validation_top1 >= uniform.best.validation_top1, "budget {limit}: {greedy:?} vs {uniform:?}");
     }
     // Mid-range, strictly, with a per-stage spec.
-    let log = Rc::default();
-    let (mut s, mut c) = (scorer("validation", &log), FakeCost::default());
-    let mut search = Search::new(space(), budget(10.0), &mut s, &mut c).unwrap();
-    let greedy = search.run(Strategy::Greedy).unwrap();
-    let uniform = search.run(Strategy::Uniform).unwrap();
+    let (greedy, uniform) = greedy_and_uniform(10.0);
     assert!(greedy.best.spec.contains('/'), "{:?}", greedy.best);
     assert!(greedy.best.validation_top1 > uniform.best.validation_top1 + 0.5);
 }
@@ -102,10 +105,7 @@ fn greedy_never_exceeds_the_budget_and_beats_uniform_where_stages_differ() {
 fn uniform_bisection_finds_the_widest_width_within_the_budget() {
     let space = space();
     for limit in BUDGETS.into_iter().chain([75.0, 1000.0]) {
-        let log = Rc::default();
-        let (mut s, mut c) = (scorer("validation", &log), FakeCost::default());
-        let mut search = Search::new(space.clone(), budget(limit), &mut s, &mut c).unwrap();
-        let result = search.run(Strategy::Uniform).unwrap();
+        let (result, _, calls) = with_search(limit, |s| s.run(Strategy::Uniform).unwrap());
         // Brute force over the grid: the most accurate uniform width within the budget.
         let want = (0..space.choices.len())
             .map(|i| space.spec(&space.uniform(i)))
@@ -114,27 +114,22 @@ fn uniform_bisection_finds_the_widest_width_within_the_budget() {
             .unwrap();
         assert_eq!(result.best.spec, want.to_string(), "budget {limit}");
         assert!(!result.best.spec.contains('/'));
-        drop(search);
         // Bisection: the cheapest (checked up front), the widest, then log2(10) steps.
-        assert!(c.calls <= 2 + 4, "budget {limit}: {} cost calls", c.calls);
+        assert!(calls <= 2 + 4, "budget {limit}: {calls} cost calls");
     }
 }
 
 #[test]
 fn evolution_is_repeatable_with_a_seed_and_respects_the_budget() {
     let run = |seed: u64, limit: f64| {
-        let log = Rc::default();
-        let (mut s, mut c) = (scorer("validation", &log), FakeCost::default());
-        let mut search = Search::new(space(), budget(limit), &mut s, &mut c).unwrap();
-        search.evolution = EvolutionSettings { seed, population: 12, generations: 6, ..EvolutionSettings::default() };
-        let result = search.run(Strategy::Evolution).unwrap();
-        drop(search);
-        let scored: Vec<String> = log.borrow().iter().map(|(_, s)| s.clone()).collect();
-        (result, scored)
+        with_search(limit, |s| {
+            s.evolution = EvolutionSettings { seed, population: 12, generations: 6, ..EvolutionSettings::default() };
+            s.run(Strategy::Evolution).unwrap()
+        })
     };
     for limit in BUDGETS {
-        let (a, scored) = run(7, limit);
-        let (b, scored_again) = run(7, limit);
+        let (a, scored, _) = run(7, limit);
+        let (b, scored_again, _) = run(7, limit);
         assert_eq!(scored, scored_again, "the same seed scores the same candidates in the same order");
         assert_eq!(a.best, b.best);
         assert_eq!(a.front, b.front);
@@ -146,9 +141,9 @@ fn evolution_is_repeatable_with_a_seed_and_respects_the_budget() {
         // first population.
         assert!(a.evaluations > 12 || limit < 10.0, "budget {limit}: {}", a.evaluations);
     }
-    let (a, _) = run(1, 25.0);
-    let (b, _) = run(2, 25.0);
-    let (c, _) = run(3, 25.0);
+    let (a, ..) = run(1, 25.0);
+    let (b, ..) = run(2, 25.0);
+    let (c, ..) = run(3, 25.0);
     assert!(a.front != b.front || b.front != c.front, "different seeds explore differently");
 }
 
@@ -191,16 +186,15 @@ fn the_test_split_is_read_only_at_the_end_and_only_for_the_front() {
 
 #[test]
 fn a_time_limit_stops_with_the_best_so_far() {
-    let log = Rc::default();
-    let (mut s, mut c) = (scorer("validation", &log), FakeCost::default());
-    let mut search = Search::new(space(), budget(20.0), &mut s, &mut c).unwrap();
-    search.time_limit = Some(std::time::Duration::ZERO);
-    for strategy in [Strategy::Evolution, Strategy::Greedy, Strategy::Uniform] {
-        let r = search.run(strategy).unwrap();
-        assert!(r.best.cost <= 20.0, "{strategy:?}");
-        assert!(r.evaluations <= 2, "{strategy:?}: {}", r.evaluations);
-        assert!(r.stopped_by_time_limit || strategy == Strategy::Uniform, "{strategy:?}");
-    }
+    with_search(20.0, |search| {
+        search.time_limit = Some(std::time::Duration::ZERO);
+        for strategy in [Strategy::Evolution, Strategy::Greedy, Strategy::Uniform] {
+            let r = search.run(strategy).unwrap();
+            assert!(r.best.cost <= 20.0, "{strategy:?}");
+            assert!(r.evaluations <= 2, "{strategy:?}: {}", r.evaluations);
+            assert!(r.stopped_by_time_limit || strategy == Strategy::Uniform, "{strategy:?}");
+        }
+    });
 }
 
 #[test]

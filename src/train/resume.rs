@@ -74,9 +74,7 @@ pub struct Resumed {
 /// `force`; [`Error::InvalidConfig`] when the merged config is not valid.
 pub fn resume_config(stored: &TrainConfig, requested: &TrainConfig, force: bool) -> Result<Resumed> {
     let (old, new) = (table(stored)?, table(requested)?);
-    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     let show = |v: Option<&Value>| v.map_or_else(|| "(unset)".to_string(), |v| v.to_string());
     let mut merged = old.clone();
     let (mut notes, mut changed) = (Vec::new(), Vec::new());
@@ -113,8 +111,7 @@ pub fn resume_config(stored: &TrainConfig, requested: &TrainConfig, force: bool)
         return Err(Error::ResumeChanged { changes: changed.join(", ") });
     }
     let text = toml::to_string(&merged).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    let mut config = TrainConfig::from_toml(&text, "the resumed run's config")?;
-    config.max_steps = requested.max_steps;
+    let config = TrainConfig { max_steps: requested.max_steps, ..TrainConfig::from_toml(&text, "the resumed run's config")? };
     Ok(Resumed { config, notes })
 }
 
@@ -143,10 +140,7 @@ mod tests {
 
     #[test]
     fn safe_settings_are_honoured_and_said() {
-        let mut req = stored();
-        req.data_dir = Some("/elsewhere".into());
-        req.data_loader_workers = 3;
-        req.max_steps = 7;
+        let req = TrainConfig { data_dir: Some("/elsewhere".into()), data_loader_workers: 3, max_steps: 7, ..stored() };
         let r = resume_config(&stored(), &req, false).unwrap();
         assert_eq!(r.config.data_dir, Some("/elsewhere".into()));
         assert_eq!((r.config.data_loader_workers, r.config.max_steps), (3, 7));
@@ -156,9 +150,7 @@ mod tests {
 
     #[test]
     fn a_changed_schedule_is_refused_unless_forced() {
-        let mut req = stored();
-        req.num_epochs = 5;
-        req.batch_size = 64;
+        let req = TrainConfig { num_epochs: 5, batch_size: 64, ..stored() };
         let err = resume_config(&stored(), &req, false).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::ResumeChanged { .. }), "{text}");
@@ -170,10 +162,8 @@ mod tests {
 
     #[test]
     fn other_settings_keep_the_stored_value_and_say_so() {
-        let mut req = stored();
-        req.random_seed = 7;
+        let mut req = TrainConfig { random_seed: 7, inplace_distill: false, ..stored() };
         req.model.num_classes = 12;
-        req.inplace_distill = false;
         let r = resume_config(&stored(), &req, true).unwrap();
         assert_eq!(r.config, stored(), "even forced, the experiment itself does not change");
         assert_eq!(r.notes.len(), 3, "{:?}", r.notes);

@@ -484,12 +484,8 @@ impl Saver {
             return Ok(());
         }
         let ck = training_checkpoint(config.clone(), state, model.clone(), sgd.clone(), running.clone());
-        match ck.save(&self.path) {
-            Ok(()) => {
-                self.saved = Some(state.step);
-                Ok(())
-            }
-            Err(Error::NonFinite { path, count, first }) => Err(Error::Diverged {
+        ck.save(&self.path).map_err(|e| match e {
+            Error::NonFinite { path, count, first } => Error::Diverged {
                 step: state.step,
                 count,
                 first,
@@ -498,9 +494,11 @@ impl Saver {
                     Some(step) => format!("keeps the last good checkpoint (step {step})"),
                     None => "was not written (no good checkpoint yet)".into(),
                 },
-            }),
-            Err(e) => Err(e),
-        }
+            },
+            e => e,
+        })?;
+        self.saved = Some(state.step);
+        Ok(())
     }
 }
 
