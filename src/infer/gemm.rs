@@ -115,14 +115,14 @@ pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias:
     };
     let panels = b.panels();
     let threads = par.threads();
+    let mr = isa.mr(b.nv);
     let (row_groups, panel_groups) = if threads < 2 || m * n * k < 1 << 16 {
         (1, 1)
     } else {
         let want = 4 * threads;
-        let row_groups = m.div_ceil(isa.mr(b.nv)).min(want);
+        let row_groups = m.div_ceil(mr).min(want);
         (row_groups, want.div_ceil(row_groups).min(panels))
     };
-    let mr = isa.mr(b.nv);
     let tiles_per_group = m.div_ceil(mr).div_ceil(row_groups);
     let panels_per_group = panels.div_ceil(panel_groups);
     par.for_each(row_groups * panel_groups, |t| {
