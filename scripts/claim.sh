@@ -10,6 +10,12 @@
 # docs/results/claim_eEPOCHS/ for any other length (the longer schedule of issue 12 is
 # `bash scripts/claim.sh ~/usnet-runs/claim20 20`), so both stay side by side in the report.
 #
+# Ablations of the US-Net (issue 12's "find out why"), run only when named in CLAIM_RUNS and
+# collected apart, in docs/results/claim_ablation/ (10 epochs) or claim_ablation_eEPOCHS/:
+#   us_n2       the sandwich with n = 2 (max and min width only, no random widths)
+#   us_lr005    lr 0.05 instead of 0.1 (the n = 4 widths' gradients are summed per step)
+#   us_range05  the width lower bound 0.5 instead of 0.35
+#
 # CLAIM_RUNS="us fixed_10 ..." runs only those runs (in that order): two instances with
 # disjoint lists and RAYON_NUM_THREADS=1 each use both cores better than one instance with two
 # threads (docs/performance.md: 2 processes of 1 thread train 1.46x faster than 1 of 2).
@@ -79,15 +85,35 @@ for w in 10 075 05 035; do make_config "fixed_$w" "configs/fashion_mnist_fixed_$
 make_config fixed_10_seed2 configs/fashion_mnist_fixed_10.toml -e 's/^random_seed = .*/random_seed = 2/'
 make_config fixed_035_seed2 configs/fashion_mnist_fixed_035.toml -e 's/^random_seed = .*/random_seed = 2/'
 make_config snet configs/fashion_mnist_snet_v2.toml
+make_config us_n2 "$us" -e 's/^num_sample_training = .*/num_sample_training = 2/'
+make_config us_lr005 "$us" -e 's/^lr = .*/lr = 0.05/'
+make_config us_range05 "$us" -e 's/^width_mult_range = .*/width_mult_range = [0.5, 1.0]/' \
+  -e 's/^width_mult_list = .*/width_mult_list = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]/' -e 's/^width_range = .*/width_range = [0.5, 1.0]/'
 
-universal=" us us_no_distill us_seed2 "
-# NAME: the widths it is scored at. US-Nets at every width of a 0.05 grid (0.75 among them);
-# the others at their own widths.
-widths_of() { case "$universal" in *" $1 "*) echo 0.35:1.0:0.05 ;; *) echo grid ;; esac; }
+# NAME: the widths it is scored at. US-Nets at every width of a 0.05 grid over their range
+# (0.75 among them); the others at their own widths.
+widths_of() {
+  case $1 in
+    us_range05) echo 0.5:1.0:0.05 ;;
+    us*) echo 0.35:1.0:0.05 ;;
+    *) echo grid ;;
+  esac
+}
+
+ablation=claim_ablation
+[ "$epochs" = 10 ] || ablation=claim_ablation_e$epochs
+# NAME: where its JSON results are committed.
+results_of() {
+  case $1 in
+    us_n2 | us_lr005 | us_range05) echo "docs/results/$ablation/$1" ;;
+    *) echo "$results/$1" ;;
+  esac
+}
 
 # NAME: the run's JSON results into $results/NAME (committed with the report).
 collect() {
-  local name=$1 dir="$runs/$1" out="$results/$1"
+  local name=$1 dir="$runs/$1" out
+  out=$(results_of "$1")
   mkdir -p "$out"
   cp "$dir"/{config.toml,validation.json,test.json,validation.jsonl} "$out/"
   # Every 10th step of the per-step log is enough for the training curves.
@@ -99,7 +125,7 @@ collect() {
 for name in ${CLAIM_RUNS:-us fixed_10 fixed_035 fixed_05 fixed_075 us_seed2 fixed_10_seed2 fixed_035_seed2 us_no_distill snet}; do
   # A run whose results are committed is done, even where its run directory is gone (a new
   # machine): delete $results/NAME to run it again.
-  if [ -e "$results/$name/test.json" ]; then echo "== $name: results in $results/$name"; continue; fi
+  if [ -e "$(results_of "$name")/test.json" ]; then echo "== $name: results in $(results_of "$name")"; continue; fi
   train "$name"
   evaluate "$name" "$(widths_of "$name")"
   collect "$name"

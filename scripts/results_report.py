@@ -161,9 +161,9 @@ def curve(run, width):
         return {r["epoch"]: r["top1"] for r in map(json.loads, f) if r["width"] == width}
 
 
-def last_epoch_loss(run, width):
+def last_epoch_loss(run, width, base=CLAIM):
     """Mean training loss at `width` over the last epoch's lines of the run's metrics.jsonl."""
-    path = os.path.join(CLAIM, run, "metrics.jsonl")
+    path = os.path.join(base, run, "metrics.jsonl")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -250,6 +250,47 @@ def analysis_section(out):
                        f"(mean {statistics.mean(changes):.2f}) over {len(changes)} run-width pairs, in both directions: "
                        "the calibration set size does not explain a gap of more than that.")
             out.append("")
+
+
+# (run, what it changes), scripts/claim.sh's ablations of the US-Net.
+ABLATIONS = [
+    ("us_n2", "n = 2: max and min width only"),
+    ("us_lr005", "lr 0.05 instead of 0.1"),
+    ("us_range05", "width lower bound 0.5 instead of 0.35"),
+]
+
+
+def ablation_section(out):
+    """The US-Net with one setting changed, on validation, against the recipe and the fixed nets."""
+    base = os.path.join(RESULTS, "claim_ablation")
+    done = [(r, what) for r, what in ABLATIONS if load_rows(r, "validation", base)]
+    if not done:
+        return
+    out.append("**One setting at a time.** The US-Net (seed 1995, 10 epochs) with one setting of the recipe "
+               "changed (`CLAIM_RUNS=\"us_n2 us_lr005 us_range05\" bash scripts/claim.sh`; results in "
+               "`docs/results/claim_ablation/`), scored on the validation split, which every choice is made on. "
+               "The training loss is the max width's label loss over the last epoch, as above. The seed-to-seed "
+               "difference of the recipe's US-Net on validation is the yardstick (table of the spread above).")
+    out.append("")
+    out.append("| run | change | " + " | ".join(f"top-1 at {w}" for w in WIDTHS) + " | loss at 1 |")
+    out.append("|---|---|" + "---|" * len(WIDTHS) + "---|")
+    cell = lambda v: f"{v:.2f}" if v is not None else "–"
+    fixed = [statistics.mean(v) if (v := seeds(FIXED[w], "validation", w)) else None for w in WIDTHS]
+    loss = last_epoch_loss(FIXED["1"][0], "1")
+    out.append("| fixed nets | trained alone (mean of seeds) | " + " | ".join(cell(v) for v in fixed)
+               + (f" | {loss:.3f} (fixed 1.0) |" if loss else " | – |"))
+    rows = [("us", "the recipe", CLAIM), ("us_seed2", "the recipe, seed 2", CLAIM)] + [(r, what, base) for r, what in done]
+    for run, what, b in rows:
+        vals = [top1(run, "validation", w, b) for w in WIDTHS]
+        loss = last_epoch_loss(run, "1", b)
+        out.append(f"| {run} | {what} | " + " | ".join(cell(v) for v in vals) + (f" | {loss:.3f} |" if loss else " | – |"))
+    out.append("")
+    us = [top1("us", "validation", w) for w in WIDTHS]
+    for run, what in done:
+        vals = [top1(run, "validation", w, base) for w in WIDTHS]
+        diffs = [f"{v - u:+.2f} at {w}" for w, v, u in zip(WIDTHS, vals, us) if v is not None and u is not None]
+        out.append(f"- `{run}` ({what}) against the recipe: " + ", ".join(diffs) + ".")
+    out.append("")
 
 
 def longer_section(out):
@@ -366,6 +407,7 @@ def main():
     out.append("### Why the US-Net falls short: measurements")
     out.append("")
     analysis_section(out)
+    ablation_section(out)
     longer_section(out)
     search_section(out)
     with open(os.path.join(ROOT, "docs", "results.md"), "w") as f:
