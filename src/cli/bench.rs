@@ -337,29 +337,32 @@ fn markdown(summary: &Value) -> String {
     out
 }
 
-/// Latency scaling: each inference batch size against its w1.0 row, on usnet's `times`.
+/// Latency scaling: each inference batch size against its w1.0 row, on usnet's `times`, with
+/// ONNX Runtime's own scaling beside it (the anchor pays per-layer costs too).
 fn scaling(rows: &[&Value], times: &str, title: &str) -> String {
-    let infer: Vec<(&str, f64, f64, f64)> = rows
+    let infer: Vec<(&str, f64, f64, f64, Option<f64>)> = rows
         .iter()
         .filter_map(|r| {
             let name = r["workload"].as_str()?;
             let (head, w) = name.strip_prefix("infer/")?.rsplit_once("/w")?;
-            Some((head, w.parse::<f64>().ok()?, r["sides"]["usnet"][times]["median"].as_f64()?, r["macs"].as_f64()?))
+            let median = |side: &str| r["sides"][side][times]["median"].as_f64();
+            Some((head, w.parse::<f64>().ok()?, median("usnet")?, r["macs"].as_f64()?, median("ort")))
         })
         .collect();
     let mut table = String::new();
-    for &(batch, w, t, macs) in &infer {
-        let Some(&(_, _, t1, macs1)) = infer.iter().find(|(b, w1, ..)| *b == batch && *w1 == 1.0) else { continue };
+    for &(batch, w, t, macs, ort) in &infer {
+        let Some(&(_, _, t1, macs1, ort1)) = infer.iter().find(|(b, w1, ..)| *b == batch && *w1 == 1.0) else { continue };
         let (lat, mac) = (t / t1, macs / macs1);
         let bound = 1.2 * mac;
         let met = if batch == "b1" && w >= 0.5 { if lat <= bound { "yes" } else { "no" } } else { "-" };
-        table += &format!("| {batch} | {w} | {:.0} | {:.2} | {mac:.3} | {lat:.3} | {bound:.3} | {met} |\n", macs / 1e6, t * 1e3);
+        let ort_lat = ort.zip(ort1).map_or("-".into(), |(o, o1)| format!("{:.3}", o / o1));
+        table += &format!("| {batch} | {w} | {:.0} | {:.2} | {mac:.3} | {lat:.3} | {bound:.3} | {met} | {ort_lat} |\n", macs / 1e6, t * 1e3);
     }
     if table.is_empty() {
         return table;
     }
     format!(
-        "\nLatency scaling, {} (usnet medians; target at batch 1, w >= 0.5: latency(w)/latency(1.0) <= 1.2 x MACs(w)/MACs(1.0)):\n\n| batch | width | MMACs | usnet ms | MACs(w)/MACs(1.0) | latency(w)/latency(1.0) | bound | met |\n|---|---|---|---|---|---|---|---|\n{table}",
+        "\nLatency scaling, {} (usnet medians; target at batch 1, w >= 0.5: latency(w)/latency(1.0) <= 1.2 x MACs(w)/MACs(1.0)):\n\n| batch | width | MMACs | usnet ms | MACs(w)/MACs(1.0) | latency(w)/latency(1.0) | bound | met | ORT latency(w)/latency(1.0) |\n|---|---|---|---|---|---|---|---|---|\n{table}",
         title.split(" (").next().unwrap_or(title).to_lowercase()
     )
 }
