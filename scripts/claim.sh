@@ -13,6 +13,7 @@
 # Ablations of the US-Net (issue 12's "find out why"), run only when named in CLAIM_RUNS and
 # collected apart, in docs/results/claim_ablation/ (10 epochs) or claim_ablation_eEPOCHS/:
 #   us_n2       the sandwich with n = 2 (max and min width only, no random widths)
+#   us_n3       the sandwich with n = 3 (one random width)
 #   us_lr005    lr 0.05 instead of 0.1 (the n = 4 widths' gradients are summed per step)
 #   us_range05  the width lower bound 0.5 instead of 0.35
 #
@@ -86,6 +87,7 @@ make_config fixed_10_seed2 configs/fashion_mnist_fixed_10.toml -e 's/^random_see
 make_config fixed_035_seed2 configs/fashion_mnist_fixed_035.toml -e 's/^random_seed = .*/random_seed = 2/'
 make_config snet configs/fashion_mnist_snet_v2.toml
 make_config us_n2 "$us" -e 's/^num_sample_training = .*/num_sample_training = 2/'
+make_config us_n3 "$us" -e 's/^num_sample_training = .*/num_sample_training = 3/'
 make_config us_lr005 "$us" -e 's/^lr = .*/lr = 0.05/'
 make_config us_range05 "$us" -e 's/^width_mult_range = .*/width_mult_range = [0.5, 1.0]/' \
   -e 's/^width_mult_list = .*/width_mult_list = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]/' -e 's/^width_range = .*/width_range = [0.5, 1.0]/'
@@ -105,7 +107,7 @@ ablation=claim_ablation
 # NAME: where its JSON results are committed.
 results_of() {
   case $1 in
-    us_n2 | us_lr005 | us_range05) echo "docs/results/$ablation/$1" ;;
+    us_n2 | us_n3 | us_lr005 | us_range05) echo "docs/results/$ablation/$1" ;;
     *) echo "$results/$1" ;;
   esac
 }
