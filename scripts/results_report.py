@@ -287,10 +287,23 @@ def ablation_section(out):
         out.append(f"| {run} | {what} | " + " | ".join(cell(v) for v in vals) + (f" | {loss:.3f} |" if loss else " | – |"))
     out.append("")
     us = [top1("us", "validation", w) for w in WIDTHS]
+    seed_diff = abs(us[0] - top1("us_seed2", "validation", "1")) if us[0] is not None and top1("us_seed2", "validation", "1") is not None else None
     for run, what in done:
         vals = [top1(run, "validation", w, base) for w in WIDTHS]
         diffs = [f"{v - u:+.2f} at {w}" for w, v, u in zip(WIDTHS, vals, us) if v is not None and u is not None]
-        out.append(f"- `{run}` ({what}) against the recipe: " + ", ".join(diffs) + ".")
+        line = f"- `{run}` ({what}) against the recipe: " + ", ".join(diffs) + "."
+        # How much of the max width's gap to the fixed net the change closes, against the
+        # recipe's seed-to-seed difference there.
+        if vals[0] is not None and us[0] is not None and fixed[0] is not None and fixed[0] > us[0]:
+            closed = (vals[0] - us[0]) / (fixed[0] - us[0])
+            line += (f" At width 1 it closes {closed * 100:.0f}% of the recipe's gap to the fixed net "
+                     f"({vals[0]:.2f} against {us[0]:.2f}, fixed {fixed[0]:.2f})")
+            line += f"; the recipe's two seeds differ by {seed_diff:.2f} there." if seed_diff is not None else "."
+        between = [v for w, v in zip(WIDTHS, vals) if v is not None and w not in ("1", "0.35")]
+        if between and min(between) < min(u for u in us if u is not None) - 5:
+            line += (f" The widths between the two it trains are never trained and fall to {min(between):.2f}: "
+                     "this run is not a universally slimmable net.")
+        out.append(line)
     out.append("")
 
 
