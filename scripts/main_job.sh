@@ -5,8 +5,8 @@
 #   bash scripts/main_job.sh [RUN_DIR]     (default RUN_DIR: runs/default)
 #
 # Resumable: run it again after an interruption and training continues from the last
-# checkpoint. Training took 10 min 19 s on one core of the 2-core reference machine (see
-# README), calibration and evaluation under 20 s; add the build (about 15 minutes from clean).
+# checkpoint. Training took 6 min 12 s on the 2-core machine with its other core busy (see
+# README), calibration and evaluation under 20 s; add the build (5 minutes from clean there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=${1:-runs/default}
