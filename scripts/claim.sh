@@ -11,7 +11,8 @@
 # `bash scripts/claim.sh ~/usnet-runs/claim20 20`), so both stay side by side in the report.
 #
 # Ablations of the US-Net (issue 12's "find out why"), run only when named in CLAIM_RUNS and
-# collected apart, in docs/results/claim_ablation/ (10 epochs) or claim_ablation_eEPOCHS/:
+# collected apart, in docs/results/claim_ablation/ (10 epochs; the report shows these) or
+# claim_ablation_eEPOCHS/ (kept, not yet in the report):
 #   us_n2       the sandwich with n = 2 (max and min width only, no random widths)
 #   us_n3       the sandwich with n = 3 (one random width)
 #   us_lr005    lr 0.05 instead of 0.1 (the n = 4 widths' gradients are summed per step)

@@ -111,6 +111,13 @@ def seed_diffs(base=CLAIM):
     return diffs
 
 
+def recipe_noise():
+    """|seed 1995 - seed 2| of the recipe's US-Net at width 1 on validation: the yardstick of a
+    change there; None without both seeds."""
+    a, b = top1("us", "validation", "1"), top1("us_seed2", "validation", "1")
+    return abs(a - b) if a is not None and b is not None else None
+
+
 def spread_section(out):
     out.append("| run pair | width | split | seed 1995 | seed 2 | difference |")
     out.append("|---|---|---|---|---|---|")
@@ -247,7 +254,7 @@ def analysis_section(out):
         for (run, w), v in sorted(rows.items(), key=lambda kv: (kv[0][0], -float(kv[0][1]))):
             out.append(f"| {run} | {w} | " + " | ".join(f"{v[b]:.2f}" if b in v else "–" for b in batches) + " |")
         out.append("")
-        _, changes = calibration_changes()
+        changes = calibration_changes(rows, batches)
         if changes:
             out.append(f"From {batches[0]} to {batches[-1]} batches, validation top-1 moves by at most {max(changes):.2f} pt "
                        f"(mean {statistics.mean(changes):.2f}) over {len(changes)} run-width pairs, in both directions: "
@@ -299,7 +306,7 @@ def ablation_section(out, usnet=None):
         out.append(f"| {run} | {what} | " + " | ".join(cell(v) for v in vals) + (f" | {loss:.3f} |" if loss else " | – |"))
     out.append("")
     us = [top1("us", "validation", w) for w in WIDTHS]
-    seed_diff = abs(us[0] - top1("us_seed2", "validation", "1")) if us[0] is not None and top1("us_seed2", "validation", "1") is not None else None
+    seed_diff = recipe_noise()
     for run, what in done:
         vals = [top1(run, "validation", w, base) for w in WIDTHS]
         diffs = [f"{v - u:+.2f} at {w}" for w, v, u in zip(WIDTHS, vals, us) if v is not None and u is not None]
@@ -336,12 +343,11 @@ def calibration_rows():
     return rows, sorted({b for v in rows.values() for b in v})
 
 
-def calibration_changes():
-    """(batch counts, |top-1 with the most batches - with the fewest| per run and width)."""
-    rows, batches = calibration_rows()
+def calibration_changes(rows, batches):
+    """|top-1 with the most batches - with the fewest| per run and width of `calibration_rows`."""
     if len(batches) < 2:
-        return batches, []
-    return batches, [abs(v[batches[-1]] - v[batches[0]]) for v in rows.values() if batches[0] in v and batches[-1] in v]
+        return []
+    return [abs(v[batches[-1]] - v[batches[0]]) for v in rows.values() if batches[0] in v and batches[-1] in v]
 
 
 def conclusion_section(out):
@@ -360,10 +366,11 @@ def conclusion_section(out):
     out.append("")
     met = sum(g >= -BAR for g in gaps20.values())
     seeds20 = sum(top1(r, "test", "1", base20) is not None for r in METHODS[0][0])
+    diffs10 = [d for _, d in seed_diffs()]
     line = (f"- **The bar is met at {met} of {len(gaps20)} widths after 20 epochs** (test gaps "
             + ", ".join(f"{g:+.2f} at {w}" for w, g in gaps20.items())
-            + (f", one seed a side; at 10 epochs two seeds differ by {statistics.mean(d for _, d in seed_diffs()):.2f} pt on average"
-               if seeds20 == 1 and seed_diffs() else "") + ").")
+            + (f", one seed a side; at 10 epochs two seeds differ by {statistics.mean(diffs10):.2f} pt on average"
+               if seeds20 == 1 and diffs10 else "") + ").")
     gain = lambda run, w: (top1(run, "test", w, base20) or float("nan")) - (top1(run, "test", w) or float("nan"))
     us_gain = [gain("us", w) for w in gaps20]
     fixed_gain = [gain(FIXED[w][0], w) for w in gaps20]
@@ -373,15 +380,14 @@ def conclusion_section(out):
     if None not in fit and fit[0] > fit[1]:
         line += f" The US-Net's max width still fits the training data less well (label loss {fit[0]:.3f} against {fit[1]:.3f})."
     out.append(line)
-    batches, changes = calibration_changes()
+    rows, batches = calibration_rows()
+    changes = calibration_changes(rows, batches)
     if changes:
         out.append(f"- **Not the calibration set:** from {batches[0]} to {batches[-1]} batches, validation top-1 moves by "
                    f"at most {max(changes):.2f} pt.")
     lr = [top1("us_lr005", "validation", w, abl) for w in WIDTHS]
     us = [top1("us", "validation", w) for w in WIDTHS]
-    seed2 = top1("us_seed2", "validation", "1")
-    # The recipe's seed-to-seed difference at width 1, the yardstick of a change there.
-    noise = abs(us[0] - seed2) if us[0] is not None and seed2 is not None else None
+    noise = recipe_noise()
     within = lambda d: f" ({'within' if abs(d) <= noise else 'beyond'} the recipe's seed-to-seed difference of {noise:.2f} at width 1)" if noise is not None else ""
     if all(v is not None for v in lr + us):
         d = [a - b for a, b in zip(lr, us)]
@@ -455,13 +461,12 @@ def longer_section(out, usnet=None):
         diffs = seed_diffs(base)
         files = [os.path.join(base, r, "test.json") + f"={r}" for r in done]
         out.extend(accuracy_plot(usnet, files, f"{name}_accuracy.png", f"Fashion-MNIST test top-1 vs MACs, {epochs} epochs"))
-        fits = [(w, last_epoch_loss(FIXED[w][0], w, base), last_epoch_loss("us", w, base)) for w in ["1"]]
-        fits = [(w, f, u) for w, f, u in fits if f is not None and u is not None]
-        for w, f, u in fits:
-            f10, u10 = last_epoch_loss(FIXED[w][0], w), last_epoch_loss("us", w)
+        f, u = last_epoch_loss(FIXED["1"][0], "1", base), last_epoch_loss("us", "1", base)
+        if f is not None and u is not None:
+            f10, u10 = last_epoch_loss(FIXED["1"][0], "1"), last_epoch_loss("us", "1")
             before = f" (at 10 epochs: {u10:.3f} against {f10:.3f})" if f10 is not None and u10 is not None else ""
             out.append(f"Fit to the training data at {epochs} epochs: the max width's label loss over the last epoch is "
-                       f"{u:.3f} for the US-Net against {f:.3f} for the fixed net at width {w}, {u - f:+.3f}{before}.")
+                       f"{u:.3f} for the US-Net against {f:.3f} for the fixed net at width 1, {u - f:+.3f}{before}.")
             out.append("")
         if diffs:
             out.append(f"Run-to-run spread at {epochs} epochs (test top-1, seed 1995 against seed 2): "
