@@ -1,7 +1,7 @@
 //! Batch norm fused with its activation, on NCHW `f32` buffers: one pass for the statistics,
 //! one to normalise, and two for the gradient, instead of a chain of tensor ops.
 
-use super::{for_each_chunk, map_unzip};
+use super::{for_each_chunk, map_unzip, simd_kernel};
 
 /// The sizes of an NCHW tensor, seen as `batch` runs of `channels` planes of `plane` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +42,13 @@ impl Planes {
         }
     }
 
+    #[inline(always)]
     fn count(&self) -> usize {
         self.batch * self.plane
     }
 
     /// The `plane` values of channel `c` in sample `n`.
+    #[inline(always)]
     fn of<'a>(&self, t: &'a [f32], n: usize, c: usize) -> &'a [f32] {
         &t[(n * self.channels + c) * self.plane..][..self.plane]
     }
@@ -80,6 +82,7 @@ impl Act {
     }
 }
 
+simd_kernel! {
 /// Per-channel mean and biased variance: two passes, accumulated in f64 lanes (the golden
 /// tests resolve the difference that f32 sums make).
 ///
@@ -94,6 +97,7 @@ pub fn stats(x: &[f32], p: Planes) -> (Vec<f32>, Vec<f32>) {
         let var = (0..p.batch).map(|n| sum_f64(p.of(x, n, c), |v| (v - mean) * (v - mean))).sum::<f64>() / m;
         (mean as f32, var as f32)
     })
+}
 }
 
 /// `sum f(x_i)` in f64, in four independent lanes so that the loop vectorises.
@@ -135,6 +139,7 @@ fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f32, f32)
     (t0, t1)
 }
 
+simd_kernel! {
 /// `y = act(x * scale[c] + shift[c])`.
 pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> Vec<f32> {
     p.assert("affine_act", x.len(), &[("scale", scale.len()), ("shift", shift.len())], None);
@@ -146,7 +151,9 @@ pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) 
     });
     y
 }
+}
 
+simd_kernel! {
 /// Gradients of [`affine_act`]: `(dx, dscale, dshift)`. The activation's input is recomputed
 /// from `x`, bit for bit as the forward computed it, so nothing but `x` is kept.
 pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
@@ -171,6 +178,7 @@ pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], 
         dxs.iter_mut().zip(xs).zip(gs).for_each(|((d, &x), &g)| *d = act.grad(x * a + b, g) * a);
     });
     (dx, dscale, dshift)
+}
 }
 
 /// Training-mode batch norm and activation: the output, and the batch mean and `1/sqrt(var + eps)`
@@ -197,6 +205,7 @@ pub fn fold(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32]) -> (Vec<f
     (scale, shift)
 }
 
+simd_kernel! {
 /// Gradients of [`train_forward`]: `(dx, dgamma, dbeta)`, with the activation's input
 /// recomputed from `x` as in [`affine_act_backward`].
 #[allow(clippy::too_many_arguments)]
@@ -241,6 +250,7 @@ pub fn train_backward(
         }
     });
     (dx, dgamma, dbeta)
+}
 }
 
 #[cfg(test)]

@@ -93,3 +93,141 @@ where
     use rayon::prelude::*;
     if parallel(work) { (0..n).into_par_iter().map(f).unzip() } else { (0..n).map(f).unzip() }
 }
+
+/// The widest vector instructions a kernel may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    /// The x86-64 baseline (SSE2), which the rest of the crate is compiled for.
+    Base,
+    /// AVX2 and FMA (x86-64-v3).
+    Avx2,
+    /// AVX-512 F, VL, BW and DQ (x86-64-v4).
+    Avx512,
+}
+
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Simd>> = const { std::cell::Cell::new(None) };
+}
+
+impl Simd {
+    /// What this CPU runs, capped by `USNET_SIMD` (`base`, `avx2` or `avx512`) when it is set;
+    /// on the calling thread, what [`Simd::force`] set, if lower.
+    pub fn level() -> Simd {
+        static DETECTED: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        let detected = *DETECTED.get_or_init(|| {
+            let cap = match std::env::var("USNET_SIMD").as_deref() {
+                Ok("base") => Simd::Base,
+                Ok("avx2") => Simd::Avx2,
+                _ => Simd::Avx512,
+            };
+            Simd::detect().min(cap)
+        });
+        FORCED.with(|f| f.get()).map_or(detected, |forced| forced.min(detected))
+    }
+
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") && has!("avx2") && has!("fma") {
+                return Simd::Avx512;
+            }
+            if has!("avx2") && has!("fma") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Base
+    }
+
+    /// Runs `f` with the kernels that this thread calls held to at most `level`: the tests
+    /// check that every level computes the same bits.
+    pub fn force<R>(level: Simd, f: impl FnOnce() -> R) -> R {
+        let before = FORCED.with(|c| c.replace(Some(level)));
+        let out = f();
+        FORCED.with(|c| c.set(before));
+        out
+    }
+}
+
+/// Defines a kernel three times over, compiled for each [`Simd`] level, and calls the widest
+/// that [`Simd::level`] allows. The crate is built for the x86-64 baseline, so without this
+/// LLVM vectorises the kernels' loops four `f32` lanes wide; inside a function that enables
+/// AVX2 or AVX-512 (and in the closures defined there, which inherit its features) it
+/// vectorises them eight or sixteen wide. Helpers that such a body calls must be
+/// `#[inline(always)]`, or they stay at the baseline.
+///
+/// No level changes a result: Rust never fuses `a * b + c` by itself and every sum keeps the
+/// lanes its code writes, so all three compute the same bits.
+macro_rules! simd_kernel {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? $body
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? $body
+                match $crate::kernels::Simd::level() {
+                    // SAFETY: `Simd::level` never exceeds what the CPU has.
+                    $crate::kernels::Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    $crate::kernels::Simd::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::kernels::Simd::Base => {}
+                }
+            }
+            $body
+        }
+    };
+}
+pub(crate) use simd_kernel;
+
+#[cfg(test)]
+mod tests {
+    use super::bn::{self, Act, Planes};
+    use super::conv::{self, ConvGeom};
+    use super::Simd;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 125.0 - 3.0).collect()
+    }
+
+    /// Every output of the multiversioned kernels, as bits.
+    fn outputs() -> Vec<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut push = |v: &[f32]| out.push(v.iter().map(|x| x.to_bits()).collect());
+        for g in [
+            ConvGeom { batch: 3, c_in: 5, h: 13, w: 11, c_out: 5, kernel: 3, stride: 1, pad: 1, depthwise: true },
+            ConvGeom { batch: 3, c_in: 5, h: 13, w: 11, c_out: 5, kernel: 3, stride: 2, pad: 1, depthwise: true },
+            ConvGeom { batch: 2, c_in: 4, h: 9, w: 9, c_out: 4, kernel: 5, stride: 1, pad: 2, depthwise: true },
+        ] {
+            let (x, w, dy) = (values(g.batch * g.c_in * g.h * g.w, 1), values(g.weight_len(), 2), values(g.out_len(), 3));
+            push(&conv::forward(&x, &w, &g));
+            let (dx, dw) = conv::backward(&x, &w, &dy, &g, true);
+            push(&dx.unwrap());
+            push(&dw);
+        }
+        let p = Planes { batch: 3, channels: 4, plane: 37 };
+        let (x, dy, gamma, beta) = (values(3 * 4 * 37, 4), values(3 * 4 * 37, 5), values(4, 6), values(4, 7));
+        for act in [Act::Identity, Act::Relu6] {
+            let (y, mean, invstd) = bn::train_forward(&x, &gamma, &beta, p, 1e-5, act);
+            let (dx, dgamma, dbeta) = bn::train_backward(&x, &dy, &gamma, &beta, &mean, &invstd, p, act);
+            let (ddx, dscale, dshift) = bn::affine_act_backward(&x, &dy, &gamma, &beta, p, act);
+            for v in [y, mean, invstd, dx, dgamma, dbeta, ddx, dscale, dshift] {
+                push(&v);
+            }
+        }
+        out
+    }
+
+    /// The claim of `simd_kernel!`: the levels differ in speed only.
+    #[test]
+    fn every_simd_level_computes_the_same_bits() {
+        let widest = Simd::level();
+        let want = Simd::force(Simd::Base, outputs);
+        for level in [Simd::Avx2, Simd::Avx512].into_iter().filter(|l| *l <= widest) {
+            assert!(Simd::force(level, outputs) == want, "{level:?} differs from the baseline");
+        }
+        assert_eq!(Simd::force(Simd::Base, Simd::level), Simd::Base);
+    }
+}
