@@ -2,7 +2,7 @@
 //! full width and batch 128 (32x32 input): forward, input gradient and weight gradient, the
 //! best of 7 calls each, on the rayon pool (`RAYON_NUM_THREADS`). Compare two versions by
 //! building this example at each commit and running the binaries alternately, and two vector
-//! widths of one build with `USNET_SIMD=base|avx2|avx512`.
+//! widths of one build with `USNET_ISA=portable|avx2|avx512`.
 //!
 //!     RAYON_NUM_THREADS=2 cargo run --release --example depthwise_bench
 use std::hint::black_box;

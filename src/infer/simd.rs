@@ -22,8 +22,9 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best instruction set this CPU has. `USNET_ISA=portable|avx2|avx512` chooses a
-    /// lower one (for comparisons); a higher one than the CPU has falls back to the best.
+    /// The best instruction set this CPU has, for the inference engine and the training
+    /// kernels ([`crate::kernels`]) alike. `USNET_ISA=portable|avx2|avx512` chooses a lower
+    /// one (for comparisons); a higher one than the CPU has falls back to the best.
     pub fn detect() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {

@@ -9,6 +9,8 @@ pub mod conv;
 
 use gemm::Parallelism;
 
+pub use crate::infer::simd::Isa;
+
 pub(crate) use conv::Layout;
 
 /// Threads in the pool that runs the kernels (`RAYON_NUM_THREADS`, else one per core).
@@ -94,86 +96,57 @@ where
     if parallel(work) { (0..n).into_par_iter().map(f).unzip() } else { (0..n).map(f).unzip() }
 }
 
-/// The widest vector instructions a kernel may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Simd {
-    /// The x86-64 baseline (SSE2), which the rest of the crate is compiled for.
-    Base,
-    /// AVX2 and FMA (x86-64-v3).
-    Avx2,
-    /// AVX-512 F, VL, BW and DQ (x86-64-v4).
-    Avx512,
-}
-
 thread_local! {
-    static FORCED: std::cell::Cell<Option<Simd>> = const { std::cell::Cell::new(None) };
+    static FORCED: std::cell::Cell<Option<Isa>> = const { std::cell::Cell::new(None) };
 }
 
-impl Simd {
-    /// What this CPU runs, capped by `USNET_SIMD` (`base`, `avx2` or `avx512`) when it is set;
-    /// on the calling thread, what [`Simd::force`] set, if lower.
-    pub fn level() -> Simd {
-        static DETECTED: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-        let detected = *DETECTED.get_or_init(|| {
-            let cap = match std::env::var("USNET_SIMD").as_deref() {
-                Ok("base") => Simd::Base,
-                Ok("avx2") => Simd::Avx2,
-                _ => Simd::Avx512,
-            };
-            Simd::detect().min(cap)
-        });
-        FORCED.with(|f| f.get()).map_or(detected, |forced| forced.min(detected))
-    }
-
-    fn detect() -> Simd {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") && has!("avx2") && has!("fma") {
-                return Simd::Avx512;
-            }
-            if has!("avx2") && has!("fma") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Base
-    }
-
-    /// Runs `f` with the kernels that this thread calls held to at most `level`: the tests
-    /// check that every level computes the same bits.
-    pub fn force<R>(level: Simd, f: impl FnOnce() -> R) -> R {
-        let before = FORCED.with(|c| c.replace(Some(level)));
-        let out = f();
-        FORCED.with(|c| c.set(before));
-        out
-    }
+/// The instruction set the kernels that this thread calls run on: the inference engine's
+/// ([`Isa::detect`]: the best the CPU has, or a lower one that `USNET_ISA` names), unless
+/// [`with_isa`] chose one for this thread.
+pub fn isa() -> Isa {
+    FORCED.with(|f| f.get()).unwrap_or_else(Isa::detect)
 }
 
-/// Defines a kernel three times over, compiled for each [`Simd`] level, and calls the widest
-/// that [`Simd::level`] allows. The crate is built for the x86-64 baseline, so without this
+/// Runs `f` with the kernels that this thread calls on `isa`: the tests check that every
+/// instruction set computes the same bits.
+///
+/// # Panics
+///
+/// When the CPU cannot run `isa` (see [`Isa::available`]).
+pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    assert!(Isa::available().contains(&isa), "this CPU cannot run {isa:?}");
+    let before = FORCED.with(|c| c.replace(Some(isa)));
+    let out = f();
+    FORCED.with(|c| c.set(before));
+    out
+}
+
+/// Defines a kernel three times over, compiled for AVX-512, for AVX2 with FMA and for the
+/// x86-64 baseline, and calls the one for [`isa`]. The crate is built for the x86-64 baseline, so without this
 /// LLVM vectorises the kernels' loops four `f32` lanes wide; inside a function that enables
 /// AVX2 or AVX-512 (and in the closures defined there, which inherit its features) it
 /// vectorises them eight or sixteen wide. Helpers that such a body calls must be
 /// `#[inline(always)]`, or they stay at the baseline.
 ///
-/// No level changes a result: Rust never fuses `a * b + c` by itself and every sum keeps the
-/// lanes its code writes, so all three compute the same bits.
+/// No instruction set changes a result: Rust never fuses `a * b + c` by itself and every sum
+/// keeps the lanes its code writes, so all three compute the same bits.
 macro_rules! simd_kernel {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                // Every CPU with AVX-512F has AVX2 and FMA.
+                #[target_feature(enable = "avx512f,avx2,fma")]
                 fn avx512($($arg: $ty),*) $(-> $ret)? $body
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) $(-> $ret)? $body
-                match $crate::kernels::Simd::level() {
-                    // SAFETY: `Simd::level` never exceeds what the CPU has.
-                    $crate::kernels::Simd::Avx512 => return unsafe { avx512($($arg),*) },
+                match $crate::kernels::isa() {
+                    // SAFETY: `isa` is always one the CPU has (`Isa::detect`, `with_isa`).
+                    $crate::infer::simd::Isa::Avx512 => return unsafe { avx512($($arg),*) },
                     // SAFETY: as above.
-                    $crate::kernels::Simd::Avx2 => return unsafe { avx2($($arg),*) },
-                    $crate::kernels::Simd::Base => {}
+                    $crate::infer::simd::Isa::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::infer::simd::Isa::Portable => {}
                 }
             }
             $body
@@ -186,7 +159,7 @@ pub(crate) use simd_kernel;
 mod tests {
     use super::bn::{self, Act, Planes};
     use super::conv::{self, ConvGeom};
-    use super::Simd;
+    use super::{isa, with_isa, Isa};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 125.0 - 3.0).collect()
@@ -220,14 +193,13 @@ mod tests {
         out
     }
 
-    /// The claim of `simd_kernel!`: the levels differ in speed only.
+    /// The claim of `simd_kernel!`: the instruction sets differ in speed only.
     #[test]
-    fn every_simd_level_computes_the_same_bits() {
-        let widest = Simd::level();
-        let want = Simd::force(Simd::Base, outputs);
-        for level in [Simd::Avx2, Simd::Avx512].into_iter().filter(|l| *l <= widest) {
-            assert!(Simd::force(level, outputs) == want, "{level:?} differs from the baseline");
+    fn every_instruction_set_computes_the_same_bits() {
+        let want = with_isa(Isa::Portable, outputs);
+        for set in Isa::available() {
+            assert!(with_isa(set, outputs) == want, "{set:?} differs from the portable kernels");
         }
-        assert_eq!(Simd::force(Simd::Base, Simd::level), Simd::Base);
+        assert_eq!(with_isa(Isa::Portable, isa), Isa::Portable);
     }
 }
