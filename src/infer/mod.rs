@@ -287,6 +287,14 @@ impl InferencePlan {
             let (b, y) = (r / h, r % h);
             let img = &input[b * c * plane..(b + 1) * c * plane];
             let dst = unsafe { slot(0).get_mut((b * plane + y * w) * c, w * c) };
+            if c == 3 {
+                // An RGB image: its three rows zipped, no index arithmetic per value.
+                let [r, g, bl] = [0, 1, 2].map(|ch| &img[ch * plane + y * w..][..w]);
+                for (((px, &a), &b), &c) in dst.as_chunks_mut::<3>().0.iter_mut().zip(r).zip(g).zip(bl) {
+                    *px = [a, b, c];
+                }
+                return;
+            }
             for (x, px) in dst.chunks_exact_mut(c).enumerate() {
                 for (ch, v) in px.iter_mut().enumerate() {
                     *v = img[ch * plane + y * w + x];

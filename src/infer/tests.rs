@@ -140,10 +140,13 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 #[test]
 fn plan_matches_the_reference_forward() {
     let pool = pool(3);
-    for config in [residual_v2(), v1()] {
+    // A grey-scale input too: the input transpose has a path of its own for RGB.
+    let grey = ModelConfig { input_channels: 1, ..residual_v2() };
+    for config in [residual_v2(), v1(), grey] {
         let probe = UsNet::init(&config, &Init::Counter { seed: 5 }, &crate::device::device(None).unwrap()).unwrap();
         let specs = specs_of(&probe);
-        let (cal, _) = calibrated(&config, &specs, [2, 3, 19, 23]);
+        let c = config.input_channels;
+        let (cal, _) = calibrated(&config, &specs, [2, c, 19, 23]);
         for spec in &specs {
             let fixed = cal.fixed(spec).unwrap();
             if config.arch == Arch::UsMobilenetV2 {
@@ -152,7 +155,7 @@ fn plan_matches_the_reference_forward() {
             for isa in Isa::available() {
                 let plan = InferencePlan::with_isa(&fixed, isa).unwrap();
                 // 1 image; 3 (layers spread over threads); 14 of 5x6 (images spread).
-                for shape in [[1, 3, 19, 23], [3, 3, 17, 16], [14, 3, 5, 6]] {
+                for shape in [[1, c, 19, 23], [3, c, 17, 16], [14, c, 5, 6]] {
                     let x = counter_input("infer.x", shape[0] as u64, shape.iter().product());
                     let want = fixed.forward_reference(&x, shape).unwrap();
                     let got = pool.install(|| plan.forward(&x, shape)).unwrap();
