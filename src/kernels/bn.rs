@@ -1,7 +1,7 @@
 //! Batch norm fused with its activation, on NCHW `f32` buffers: one pass for the statistics,
 //! one to normalise, and two for the gradient, instead of a chain of tensor ops.
 
-use super::{for_each_chunk, map_unzip, simd_kernel};
+use super::{map_unzip, simd_kernel, written_chunks};
 
 /// The sizes of an NCHW tensor, seen as `batch` runs of `channels` planes of `plane` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +148,16 @@ simd_kernel! {
 /// `y = act(x * scale[c] + shift[c])`.
 pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> Vec<f32> {
     p.assert("affine_act", x.len(), &[("scale", scale.len()), ("shift", shift.len())], None);
-    let mut y = vec![0.0f32; x.len()];
-    for_each_chunk(&mut y, p.plane, x.len(), |i, ys| {
-        let xs = &x[i * p.plane..][..p.plane];
-        let (a, b) = (scale[i % p.channels], shift[i % p.channels]);
-        ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = act.apply(x * a + b));
-    });
-    y
+    // SAFETY: each piece is zipped with its plane of `x`, as long, and every value written.
+    unsafe {
+        written_chunks(x.len(), p.plane, x.len(), |i, ys| {
+            let xs = &x[i * p.plane..][..p.plane];
+            let (a, b) = (scale[i % p.channels], shift[i % p.channels]);
+            ys.iter_mut().zip(xs).for_each(|(y, &x)| {
+                y.write(act.apply(x * a + b));
+            });
+        })
+    }
 }
 }
 
@@ -175,12 +178,17 @@ pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], 
             }
             (sx as f32, s as f32)
         });
-    let mut dx = vec![0.0f32; x.len()];
-    for_each_chunk(&mut dx, p.plane, x.len(), |i, dxs| {
-        let (a, b) = (scale[i % p.channels], shift[i % p.channels]);
-        let (xs, gs) = (&x[i * p.plane..][..p.plane], &dy[i * p.plane..][..p.plane]);
-        dxs.iter_mut().zip(xs).zip(gs).for_each(|((d, &x), &g)| *d = act.grad(x * a + b, g) * a);
-    });
+    // SAFETY: each piece is zipped with its planes of `x` and `dy`, as long, and every
+    // value written.
+    let dx = unsafe {
+        written_chunks(x.len(), p.plane, x.len(), |i, dxs| {
+            let (a, b) = (scale[i % p.channels], shift[i % p.channels]);
+            let (xs, gs) = (&x[i * p.plane..][..p.plane], &dy[i * p.plane..][..p.plane]);
+            dxs.iter_mut().zip(xs).zip(gs).for_each(|((d, &x), &g)| {
+                d.write(act.grad(x * a + b, g) * a);
+            });
+        })
+    };
     (dx, dscale, dshift)
 }
 }
@@ -240,18 +248,21 @@ pub fn train_backward(
             ((sgx * is as f64) as f32, sg as f32)
         });
     let count = p.count() as f32;
-    let mut dx = vec![0.0f32; x.len()];
-    for_each_chunk(&mut dx, p.plane, x.len(), |i, dxs| {
-        let c = i % p.channels;
-        let (m, is, sc, sh) = (mean[c], invstd[c], scale[c], shift[c]);
-        let k = gamma[c] * is;
-        let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
-        let (xs, gs) = (&x[i * p.plane..][..p.plane], &dy[i * p.plane..][..p.plane]);
-        for ((d, &x), &g) in dxs.iter_mut().zip(xs).zip(gs) {
-            let xhat = (x - m) * is;
-            *d = k * (act.grad(x * sc + sh, g) - mg - xhat * mgx);
-        }
-    });
+    // SAFETY: each piece is zipped with its planes of `x` and `dy`, as long, and every
+    // value written.
+    let dx = unsafe {
+        written_chunks(x.len(), p.plane, x.len(), |i, dxs| {
+            let c = i % p.channels;
+            let (m, is, sc, sh) = (mean[c], invstd[c], scale[c], shift[c]);
+            let k = gamma[c] * is;
+            let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
+            let (xs, gs) = (&x[i * p.plane..][..p.plane], &dy[i * p.plane..][..p.plane]);
+            for ((d, &x), &g) in dxs.iter_mut().zip(xs).zip(gs) {
+                let xhat = (x - m) * is;
+                d.write(k * (act.grad(x * sc + sh, g) - mg - xhat * mgx));
+            }
+        })
+    };
     (dx, dgamma, dbeta)
 }
 }

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{for_each_chunk, gemm_acc, parallel, simd_kernel, threads};
+use super::{for_each_chunk, gemm_acc, parallel, simd_kernel, threads, written_chunks};
 
 /// The geometry of one convolution: square kernel, symmetric padding, no dilation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,13 +109,13 @@ pub fn forward(x: &[f32], weight: &[f32], g: &ConvGeom) -> Vec<f32> {
     if let Err(e) = g.check(x.len(), weight.len(), None) {
         panic!("conv::forward: {e}");
     }
-    let mut y = vec![0.0f32; g.out_len()];
     if g.depthwise {
-        depthwise_forward(x, weight, &mut y, g);
+        depthwise_forward(x, weight, g)
     } else {
+        let mut y = vec![0.0f32; g.out_len()];
         dense_forward(x, weight, &mut y, g);
+        y
     }
-    y
 }
 
 /// Gradients of [`forward`]: `(dx, dweight)`, `dx` only when `need_dx`.
@@ -432,22 +432,27 @@ fn axpy(acc: &mut [f32], t: f32, src: &[f32]) {
 }
 
 simd_kernel! {
-fn depthwise_forward(x: &[f32], weight: &[f32], y: &mut [f32], g: &ConvGeom) {
+fn depthwise_forward(x: &[f32], weight: &[f32], g: &ConvGeom) -> Vec<f32> {
     let (ip, op, kk, ph) = (g.in_plane(), g.out_plane(), g.kernel * g.kernel, Phases::new(g));
-    for_each_chunk(y, op, x.len() * kk, |i, out| {
-        let taps = &weight[(i % g.c_in) * kk..][..kk];
-        let xs = ph.split(&x[i * ip..][..ip]);
-        let mut acc = vec![0.0f32; ph.run()];
-        // Taps add in order; a padding tap adds `t * 0`.
-        for kh in 0..ph.k {
-            for kw in 0..ph.k {
-                axpy(&mut acc, taps[kh * ph.k + kw], &xs[ph.tap(kh, kw)..][..ph.run()]);
+    // SAFETY: each piece is one output plane, `oh` rows of `ow`, and every row is written.
+    unsafe {
+        written_chunks(g.out_len(), op, x.len() * kk, |i, out| {
+            let taps = &weight[(i % g.c_in) * kk..][..kk];
+            let xs = ph.split(&x[i * ip..][..ip]);
+            let mut acc = vec![0.0f32; ph.run()];
+            // Taps add in order; a padding tap adds `t * 0`.
+            for kh in 0..ph.k {
+                for kw in 0..ph.k {
+                    axpy(&mut acc, taps[kh * ph.k + kw], &xs[ph.tap(kh, kw)..][..ph.run()]);
+                }
             }
-        }
-        for (o_y, row) in out.chunks_exact_mut(ph.ow).enumerate() {
-            row.copy_from_slice(&acc[o_y * ph.wq..][..ph.ow]);
-        }
-    });
+            for (o_y, row) in out.chunks_exact_mut(ph.ow).enumerate() {
+                row.iter_mut().zip(&acc[o_y * ph.wq..][..ph.ow]).for_each(|(y, &v)| {
+                    y.write(v);
+                });
+            }
+        })
+    }
 }
 }
 
