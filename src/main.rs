@@ -13,25 +13,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Tells mimalloc never to hand freed memory back to the OS. A training step frees and
 /// reallocates the same activation buffers (tens of MiB each) every iteration; with the
 /// system allocator, or mimalloc's default 10 ms purge delay, every step paid 250k page faults
-/// and the kernel zeroing each page again. With purging off, the buffers larger than
-/// mimalloc's segments still went back (decommitted) and faulted in again: 3.5-6k page faults
-/// per sandwich step, `clear_page` 8.5% of the step's profile. Resetting instead of
-/// decommitting took that to about 500 and the step 10% faster (issue 10, round 5).
-/// `MIMALLOC_PURGE_DELAY` and `MIMALLOC_PURGE_DECOMMITS` in the environment win.
+/// and the kernel zeroing each page again. `MIMALLOC_PURGE_DELAY` in the environment wins.
+///
+/// The buffers too large for mimalloc's segments still go back to the OS and fault in again
+/// (about 5.7k page faults per sandwich step). `MIMALLOC_PURGE_DECOMMITS=0` keeps them too:
+/// 400 faults per step and a step about 15% faster, but a peak 25-45 MiB higher, over the
+/// memory target of issue 10; so it is left to the user (docs/performance.md, round 5).
 fn keep_freed_memory() {
-    // Option numbers in the bundled mimalloc's header (v2, as v3). Each option's documented
-    // default is checked first, so a different numbering changes nothing.
-    const PURGE_DECOMMITS: libmimalloc_sys::mi_option_t = 5;
+    // `mi_option_purge_delay` in the bundled mimalloc 3 header. Its documented default, 10 (ms),
+    // is checked first, so a different numbering changes nothing.
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    for (option, env, default, value) in [(PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 10, -1), (PURGE_DECOMMITS, "MIMALLOC_PURGE_DECOMMITS", 1, 0)] {
-        if std::env::var_os(env).is_some() {
-            continue;
-        }
-        // SAFETY: reading and setting an option are plain calls into mimalloc, valid at any time.
-        unsafe {
-            if libmimalloc_sys::mi_option_get(option) == default {
-                libmimalloc_sys::mi_option_set(option, value);
-            }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: reading and setting an option are plain calls into mimalloc, valid at any time.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(PURGE_DELAY) == 10 {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
         }
     }
 }
