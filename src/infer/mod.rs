@@ -289,9 +289,9 @@ impl InferencePlan {
             let dst = unsafe { slot(0).get_mut((b * plane + y * w) * c, w * c) };
             if c == 3 {
                 // An RGB image: its three rows zipped, no index arithmetic per value.
-                let [r, g, bl] = [0, 1, 2].map(|ch| &img[ch * plane + y * w..][..w]);
-                for (((px, &a), &b), &c) in dst.as_chunks_mut::<3>().0.iter_mut().zip(r).zip(g).zip(bl) {
-                    *px = [a, b, c];
+                let [red, green, blue] = [0, 1, 2].map(|ch| &img[ch * plane + y * w..][..w]);
+                for (((px, &r), &g), &bl) in dst.as_chunks_mut::<3>().0.iter_mut().zip(red).zip(green).zip(blue) {
+                    *px = [r, g, bl];
                 }
                 return;
             }

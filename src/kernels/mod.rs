@@ -148,7 +148,7 @@ pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
 }
 
 /// Defines a kernel three times over, compiled for AVX-512, for AVX2 with FMA and for the
-/// x86-64 baseline, and calls the one for [`isa`]. The crate is built for the x86-64 baseline, so without this
+/// x86-64 baseline, and calls the one for [`isa`]. The crate is built for the baseline, where
 /// LLVM vectorises the kernels' loops four `f32` lanes wide; inside a function that enables
 /// AVX2 or AVX-512 (and in the closures defined there, which inherit its features) it
 /// vectorises them eight or sixteen wide. Helpers that such a body calls must be
