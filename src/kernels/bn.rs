@@ -144,6 +144,23 @@ fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     total
 }
 
+/// Channel `c`'s `(sum g * (x - m), sum g)` in f64, with `g` the gradient `dy` after the
+/// activation of `x * scale + shift`: what the gradients of the per-channel affine map and
+/// of batch norm reduce to (`m = 0` and `m = mean`; `x - 0.0` is `x` exactly).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn grad_sums(x: &[f32], dy: &[f32], p: Planes, c: usize, scale: f32, shift: f32, m: f32, act: Act) -> (f64, f64) {
+    let (mut sgx, mut sg) = (0.0f64, 0.0f64);
+    let mut gs = vec![0.0f32; p.plane];
+    for n in 0..p.batch {
+        let xs = p.of(x, n, c);
+        act.mask_grad(&mut gs, xs, p.of(dy, n, c), scale, shift);
+        sgx += lanes(&gs, xs, |g, x| g * (x - m)) as f64;
+        sg += lanes(&gs, &gs, |g, _| g) as f64;
+    }
+    (sgx, sg)
+}
+
 simd_kernel! {
 /// `y = act(x * scale[c] + shift[c])`.
 pub fn affine_act(x: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> Vec<f32> {
@@ -167,15 +184,7 @@ simd_kernel! {
 pub fn affine_act_backward(x: &[f32], dy: &[f32], scale: &[f32], shift: &[f32], p: Planes, act: Act) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     p.assert("affine_act_backward", x.len(), &[("scale", scale.len()), ("shift", shift.len())], Some(dy.len()));
     let (dscale, dshift) = map_unzip(p.channels, x.len(), |c| {
-            let (sc, sh) = (scale[c], shift[c]);
-            let (mut sx, mut s) = (0.0f64, 0.0f64);
-            let mut gs = vec![0.0f32; p.plane];
-            for n in 0..p.batch {
-                let xs = p.of(x, n, c);
-                act.mask_grad(&mut gs, xs, p.of(dy, n, c), sc, sh);
-                sx += lanes(&gs, xs, |g, x| g * x) as f64;
-                s += lanes(&gs, &gs, |g, _| g) as f64;
-            }
+            let (sx, s) = grad_sums(x, dy, p, c, scale[c], shift[c], 0.0, act);
             (sx as f32, s as f32)
         });
     // SAFETY: each piece is zipped with its planes of `x` and `dy`, as long, and every
@@ -236,16 +245,8 @@ pub fn train_backward(
     let (scale, shift) = fold(gamma, beta, mean, invstd);
     // Per channel: sum(g) and sum(g * xhat), with g the gradient after the activation.
     let (dgamma, dbeta) = map_unzip(p.channels, x.len(), |c| {
-            let (m, is, sc, sh) = (mean[c], invstd[c], scale[c], shift[c]);
-            let (mut sgx, mut sg) = (0.0f64, 0.0f64);
-            let mut gs = vec![0.0f32; p.plane];
-            for n in 0..p.batch {
-                let xs = p.of(x, n, c);
-                act.mask_grad(&mut gs, xs, p.of(dy, n, c), sc, sh);
-                sgx += lanes(&gs, xs, |g, x| g * (x - m)) as f64;
-                sg += lanes(&gs, &gs, |g, _| g) as f64;
-            }
-            ((sgx * is as f64) as f32, sg as f32)
+            let (sgx, sg) = grad_sums(x, dy, p, c, scale[c], shift[c], mean[c], act);
+            ((sgx * invstd[c] as f64) as f32, sg as f32)
         });
     let count = p.count() as f32;
     // SAFETY: each piece is zipped with its planes of `x` and `dy`, as long, and every

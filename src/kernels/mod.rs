@@ -77,9 +77,10 @@ pub(crate) fn parallel(work: usize) -> bool {
 }
 
 /// `f(i, piece)` for each `chunk`-sized piece of `out`, on the pool when `work` is worth it.
-pub(crate) fn for_each_chunk<F>(out: &mut [f32], chunk: usize, work: usize, f: F)
+pub(crate) fn for_each_chunk<T, F>(out: &mut [T], chunk: usize, work: usize, f: F)
 where
-    F: Fn(usize, &mut [f32]) + Sync + Send,
+    T: Send,
+    F: Fn(usize, &mut [T]) + Sync + Send,
 {
     use rayon::prelude::*;
     if parallel(work) {
@@ -100,14 +101,8 @@ pub(crate) unsafe fn written_chunks<F>(len: usize, chunk: usize, work: usize, f:
 where
     F: Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
 {
-    use rayon::prelude::*;
     let mut out = Vec::with_capacity(len);
-    let spare = &mut out.spare_capacity_mut()[..len];
-    if parallel(work) {
-        spare.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    } else {
-        spare.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
-    }
+    for_each_chunk(&mut out.spare_capacity_mut()[..len], chunk, work, f);
     // SAFETY: the capacity is `len`, and `f` wrote all of it (the caller's promise).
     unsafe { out.set_len(len) };
     out
