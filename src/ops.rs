@@ -36,6 +36,21 @@ pub trait UsOps: Backend {
 
     /// Per-channel batch mean (row 0) and biased variance (row 1), `[2, c]`; not differentiated.
     fn us_bn_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// [`UsOps::us_bn_train`], then [`UsOps::us_conv2d`] on its output. The backward keeps
+    /// only `x` and recomputes the batch norm's output from it, so a layer pair holds one
+    /// activation for the backward instead of two.
+    #[allow(clippy::too_many_arguments)]
+    fn us_bn_conv(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        relu6: bool,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+        depthwise: bool,
+    ) -> FloatTensor<Self>;
 }
 
 fn act(relu6: bool) -> Act {
@@ -78,6 +93,26 @@ fn geom(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize, depthwis
     ConvGeom { batch: xd[0], c_in: xd[1], h: xd[2], w: xd[3], c_out: wd[0], kernel: wd[2], stride, pad, depthwise }
 }
 
+/// The batch norm of [`UsOps::us_bn_conv`] (with its `mean` and `invstd`), then the conv on
+/// its output, which is dropped.
+#[allow(clippy::too_many_arguments)]
+fn bn_conv_forward(
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    act: Act,
+    weight: &FlexTensor,
+    stride: usize,
+    pad: usize,
+    depthwise: bool,
+) -> (FlexTensor, Vec<f32>, Vec<f32>) {
+    let (y, mean, invstd) = bn::train_forward(&values(x), &values(gamma), &values(beta), planes(x), BN_EPS as f32, act);
+    // The conv's input has the batch norm's shape.
+    let g = geom(x, weight, stride, pad, depthwise);
+    let z = conv::forward(&y, &values(weight), &g);
+    (tensor(z, vec![g.batch, g.c_out, g.out_h(), g.out_w()]), mean, invstd)
+}
+
 impl UsOps for Flex {
     fn us_conv2d(x: FlexTensor, weight: FlexTensor, stride: usize, pad: usize, depthwise: bool) -> FlexTensor {
         let g = geom(&x, &weight, stride, pad, depthwise);
@@ -102,6 +137,19 @@ impl UsOps for Flex {
         let (mut mean, var) = bn::stats(&values(&x), p);
         mean.extend(var);
         tensor(mean, vec![2, p.channels])
+    }
+
+    fn us_bn_conv(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        relu6: bool,
+        weight: FlexTensor,
+        stride: usize,
+        pad: usize,
+        depthwise: bool,
+    ) -> FlexTensor {
+        bn_conv_forward(&x, &gamma, &beta, act(relu6), &weight, stride, pad, depthwise).0
     }
 }
 
@@ -223,6 +271,72 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => prep.finish(stats),
         }
     }
+
+    fn us_bn_conv(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        relu6: bool,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        pad: usize,
+        depthwise: bool,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct BnConv;
+
+        /// The batch norm's input and statistics, not its output.
+        #[derive(Debug, Clone)]
+        struct State {
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            mean: Vec<f32>,
+            invstd: Vec<f32>,
+            act: Act,
+            weight: FlexTensor,
+            stride: usize,
+            pad: usize,
+            depthwise: bool,
+        }
+
+        impl Backward<Flex, 4> for BnConv {
+            type State = State;
+
+            fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let [node_x, node_gamma, node_beta, node_w] = ops.parents;
+                let dz = grads.consume::<Flex>(&ops.node);
+                let s = ops.state;
+                let p = planes(&s.x);
+                let (x, gamma, beta) = (values(&s.x), values(&s.gamma), values(&s.beta));
+                // The batch norm's output, bit for bit as the forward computed it.
+                let (scale, shift) = bn::fold(&gamma, &beta, &s.mean, &s.invstd);
+                let y = bn::affine_act(&x, &scale, &shift, p, s.act);
+                let g = geom(&s.x, &s.weight, s.stride, s.pad, s.depthwise);
+                let need_dy = node_x.is_some() || node_gamma.is_some() || node_beta.is_some();
+                let (dy, dw) = conv::backward(&y, &values(&s.weight), &values(&dz), &g, need_dy);
+                drop((y, dz));
+                register(grads, node_w.map(|n| n.id), dw, dims(&s.weight));
+                if let Some(dy) = dy {
+                    let (dx, dgamma, dbeta) = bn::train_backward(&x, &dy, &gamma, &beta, &s.mean, &s.invstd, p, s.act);
+                    register(grads, node_x.map(|n| n.id), dx, dims(&s.x));
+                    register(grads, node_gamma.map(|n| n.id), dgamma, vec![p.channels]);
+                    register(grads, node_beta.map(|n| n.id), dbeta, vec![p.channels]);
+                }
+            }
+        }
+
+        let guards = [x.node(), gamma.node(), beta.node(), weight.node()];
+        let (x, gamma, beta, weight) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), weight.into_primitive());
+        let a = act(relu6);
+        let (z, mean, invstd) = bn_conv_forward(&x, &gamma, &beta, a, &weight, stride, pad, depthwise);
+        match BnConv.prepare::<C>(guards).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                prep.finish(State { x, gamma, beta, mean, invstd, act: a, weight, stride, pad, depthwise }, z)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(z),
+        }
+    }
 }
 
 /// Whether tensors on `device` take the fused path: Flex, with or without autodiff, unless
@@ -248,9 +362,82 @@ pub fn affine_act(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, relu6: bool)
     Tensor::from_dispatch(<Dispatch as UsOps>::us_affine_act(x.into_dispatch(), scale.into_dispatch(), shift.into_dispatch(), relu6))
 }
 
+/// [`UsOps::us_bn_conv`] on tensors.
+#[allow(clippy::too_many_arguments)]
+pub fn bn_conv(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    relu6: bool,
+    weight: Tensor<4>,
+    stride: usize,
+    pad: usize,
+    depthwise: bool,
+) -> Tensor<4> {
+    let (x, gamma, beta, weight) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(<Dispatch as UsOps>::us_bn_conv(x, gamma, beta, relu6, weight, stride, pad, depthwise))
+}
+
 /// [`UsOps::us_bn_stats`] on tensors: `(mean, biased variance)`, `[c]` each.
 pub fn bn_stats(x: Tensor<4>) -> (Tensor<1>, Tensor<1>) {
     let c = x.dims()[1];
     let s: Tensor<2> = Tensor::from_dispatch(<Dispatch as UsOps>::us_bn_stats(x.into_dispatch()));
     (s.clone().slice([0..1, 0..c]).reshape([c]), s.slice([1..2, 0..c]).reshape([c]))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Tensor;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use crate::bench::random_values as random;
+
+    /// `bn_conv` is `bn_train` then `conv2d` regrouped, with the batch norm's output recomputed
+    /// in the backward by the same kernel: the same values and gradients, bit for bit.
+    #[test]
+    fn bn_conv_computes_what_its_two_ops_compute() {
+        let device = crate::device::device(None).unwrap();
+        // (input, conv outputs, kernel, stride, depthwise, relu6, whether x, gamma and beta
+        // are tracked); odd sizes, and batches large enough for the parallel paths.
+        let cases = [
+            ([3, 5, 7, 9], 6, 3, 2, false, true, true),
+            ([2, 7, 11, 5], 7, 3, 1, true, false, true),
+            ([16, 24, 17, 17], 24, 3, 2, true, true, true),
+            ([16, 24, 17, 17], 33, 1, 1, false, true, true),
+            ([4, 6, 9, 9], 5, 3, 1, false, true, false),
+        ];
+        for (i, (shape, c_out, k, stride, depthwise, relu6, track)) in cases.into_iter().enumerate() {
+            let mut rng = StdRng::seed_from_u64(i as u64);
+            let [_, c, _, _] = shape;
+            let leaf = |t: Tensor<4>, on: bool| if on { t.autodiff().require_grad() } else { t.autodiff() };
+            let x = leaf(random(&mut rng, shape, &device).1, track);
+            let gamma = random(&mut rng, [c, 1, 1, 1], &device).1.reshape([c]).autodiff();
+            let gamma = if track { gamma.require_grad() } else { gamma };
+            let beta = random(&mut rng, [c, 1, 1, 1], &device).1.reshape([c]).autodiff();
+            let beta = if track { beta.require_grad() } else { beta };
+            let w_shape = [if depthwise { c } else { c_out }, if depthwise { 1 } else { c }, k, k];
+            let weight = leaf(random(&mut rng, w_shape, &device).1, true);
+            let pad = k / 2;
+
+            let fused = super::bn_conv(x.clone(), gamma.clone(), beta.clone(), relu6, weight.clone(), stride, pad, depthwise);
+            let plain = super::conv2d(super::bn_train(x.clone(), gamma.clone(), beta.clone(), relu6), weight.clone(), stride, pad, depthwise);
+            let out = fused.dims();
+            assert_eq!(out, plain.dims());
+            let r = random(&mut rng, out, &device).1.autodiff();
+            let bits = |t: Tensor<4>| t.inner().into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(bits(fused.clone()), bits(plain.clone()), "case {i}: values");
+            let (gf, gp) = ((fused * r.clone()).sum().backward(), (plain * r).sum().backward());
+            let grad = |g: &burn::tensor::Gradients| {
+                let flat4 = |t: &Tensor<4>| t.grad(g).map(|t| t.into_data().try_to_vec::<f32>().unwrap());
+                let flat1 = |t: &Tensor<1>| t.grad(g).map(|t| t.into_data().try_to_vec::<f32>().unwrap());
+                [flat4(&x), flat1(&gamma), flat1(&beta), flat4(&weight)]
+            };
+            let (a, b) = (grad(&gf), grad(&gp));
+            for (name, (a, b)) in ["x", "gamma", "beta", "weight"].into_iter().zip(a.into_iter().zip(b)) {
+                assert_eq!(a.is_some(), name == "weight" || track, "case {i}: {name} tracked");
+                assert_eq!(a, b, "case {i}: gradient of {name}");
+            }
+        }
+    }
 }

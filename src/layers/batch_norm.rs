@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::init::{Init, ParamKind};
 use crate::layers::param::{new_param, AnyTensor, ParamFn};
+use crate::layers::UsConv2d;
 
 /// PyTorch's default epsilon.
 pub const BN_EPS: f64 = 1e-5;
@@ -283,6 +284,34 @@ impl UsBatchNorm {
         if relu6 { burn::tensor::activation::relu6(y) } else { y }
     }
 
+    /// [`UsBatchNorm::forward_act`], then `conv` with `c_out` outputs
+    /// ([`crate::layers::UsConv2d::forward`]). In training on the fused path this is one
+    /// operation ([`crate::ops::bn_conv`]) whose backward recomputes this layer's output
+    /// instead of keeping it: the activations kept for the backward are most of a training
+    /// step's memory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_act_conv(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize, relu6: bool, conv: &UsConv2d, c_out: usize) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if crate::ops::enabled(&x.device()) && matches!(mode, BnMode::Train | BnMode::TrainTrack(_)) {
+            let c = x.dims()[1];
+            if let BnMode::TrainTrack(running) = mode {
+                self.track(x.clone(), running, switch);
+            }
+            let (gamma, beta) = self.sliced_affine(c, switch);
+            let weight = conv.sliced_weight(c, c_out);
+            return crate::ops::bn_conv(x, gamma, beta, relu6, weight, conv.config.stride, conv.pad(), conv.config.depthwise);
+        }
+        conv.forward(self.forward_act(x, mode, switch, relu6), c_out)
+    }
+
+    /// Adds the batch statistics of `x` to `running`.
+    #[cfg(feature = "flex")]
+    fn track(&self, x: Tensor<4>, running: &mut RunningStats, switch: usize) {
+        let [n, _, h, w] = x.dims();
+        let (mean, var) = crate::ops::bn_stats(x.inner());
+        running.update(self.index, switch, mean, var, n * h * w);
+    }
+
     #[cfg(feature = "flex")]
     fn forward_fused(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize, relu6: bool) -> Tensor<4> {
         use crate::ops;
@@ -300,9 +329,7 @@ impl UsBatchNorm {
         match mode {
             BnMode::Train => ops::bn_train(x, gamma, beta, relu6),
             BnMode::TrainTrack(running) => {
-                let [n, _, h, w] = x.dims();
-                let (mean, var) = ops::bn_stats(x.clone().inner());
-                running.update(self.index, switch, mean, var, n * h * w);
+                self.track(x.clone(), running, switch);
                 ops::bn_train(x, gamma, beta, relu6)
             }
             BnMode::Calibrate(acc) => {

@@ -91,21 +91,32 @@ impl UsConv2d {
     /// - output: `[batch, c_out, h', w']` (`c_out = c_in` for a depthwise conv)
     pub fn forward(&self, x: Tensor<4>, c_out: usize) -> Tensor<4> {
         let c_in = x.dims()[1];
-        let c_out = if self.config.depthwise { c_in } else { c_out };
-        let [o, i, k, _] = self.weight.dims();
-        let (i_used, groups) = if self.config.depthwise { (1, c_in) } else { (c_in, 1) };
-        let weight = if c_out == o && i_used == i {
-            self.weight.clone()
-        } else {
-            self.weight.clone().slice([0..c_out, 0..i_used, 0..k, 0..k])
-        };
-        let pad = k / 2;
+        let weight = self.sliced_weight(c_in, c_out);
+        let pad = self.pad();
         #[cfg(feature = "flex")]
         if crate::ops::enabled(&x.device()) {
             return crate::ops::conv2d(x, weight, self.config.stride, pad, self.config.depthwise);
         }
+        let groups = if self.config.depthwise { c_in } else { 1 };
         let options = ConvOptions::new([self.config.stride; 2], [pad, pad], [1, 1], groups);
         conv2d(x, weight, None, options)
+    }
+
+    /// The weight's first `c_out` outputs and `c_in` inputs (`c_out = c_in` when depthwise).
+    pub(crate) fn sliced_weight(&self, c_in: usize, c_out: usize) -> Tensor<4> {
+        let c_out = if self.config.depthwise { c_in } else { c_out };
+        let i_used = if self.config.depthwise { 1 } else { c_in };
+        let [o, i, k, _] = self.weight.dims();
+        if c_out == o && i_used == i {
+            self.weight.clone()
+        } else {
+            self.weight.clone().slice([0..c_out, 0..i_used, 0..k, 0..k])
+        }
+    }
+
+    /// Symmetric padding: `kernel_size / 2`.
+    pub(crate) fn pad(&self) -> usize {
+        self.config.kernel_size / 2
     }
 
     pub(crate) fn map_params(&mut self, f: &mut ParamFn) {

@@ -49,6 +49,21 @@ impl Block {
     fn layers_mut(&mut self) -> impl Iterator<Item = &mut ConvBn> {
         self.expand.iter_mut().chain([&mut self.depthwise, &mut self.project])
     }
+
+    /// The block without its residual add; `next` gives each layer's output channels.
+    ///
+    /// Each batch norm inside the block runs together with the conv after it
+    /// ([`UsBatchNorm::forward_act_conv`]), so that training keeps one activation per layer.
+    fn forward(&self, x: Tensor<4>, next: &mut impl FnMut() -> usize, mode: &mut BnMode, switch: usize) -> Tensor<4> {
+        let mut layers = self.layers();
+        let mut last = layers.next().expect("a block has a depthwise and a project layer");
+        let mut x = last.conv.forward(x, next());
+        for layer in layers {
+            x = last.bn.forward_act_conv(x, mode, switch, last.relu6, &layer.conv, next());
+            last = layer;
+        }
+        last.bn.forward_act(x, mode, switch, last.relu6)
+    }
 }
 
 /// The width a conv+BN layer's output follows.
@@ -425,11 +440,7 @@ impl UsNet {
         let mut x = self.stem.forward(x, next(), mode, sw);
         for block in &self.blocks {
             let input = x.clone();
-            if let Some(e) = &block.expand {
-                x = e.forward(x, next(), mode, sw);
-            }
-            x = block.depthwise.forward(x, next(), mode, sw);
-            x = block.project.forward(x, next(), mode, sw);
+            x = block.forward(x, &mut next, mode, sw);
             if block.residual {
                 x = add_first_channels(x, input);
             }
