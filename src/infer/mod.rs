@@ -278,8 +278,10 @@ impl InferencePlan {
         let slot = |v: usize| bufs.slots[self.slot_of[v]];
         // SAFETY (every `get` and `get_mut` below): the buffers were sized for `dims` by
         // `run`; a value is written by one layer, whose tasks write disjoint parts, and read
-        // by tasks of later calls, which begin once all its tasks are done; a buffer is reused
-        // only by a layer after the last reader of its value (`assign_buffers`).
+        // by tasks of later calls, which begin once all its tasks are done, or by the task that
+        // wrote those rows (a band of im2col, or of a depthwise output for the 1x1 after it);
+        // a buffer is reused only by a layer after the last reader of its value
+        // (`assign_buffers`, which counts a depthwise input as read by the 1x1 after it).
         let [h, w, c] = dims[0];
         let plane = h * w;
         // NCHW to NHWC, a row of pixels per task.
@@ -302,26 +304,61 @@ impl InferencePlan {
             }
         });
 
-        for (i, layer) in self.layers.iter().enumerate() {
+        // The residual that layer `j` adds, if any.
+        let residual = |j: usize| {
+            let [oh, ow, co] = dims[j + 1];
+            self.layers[j].shortcut.map(|s| {
+                let [_, _, cs] = dims[s + 1];
+                assert_eq!(dims[s + 1][..2], dims[j + 1][..2], "a shortcut joins maps of one size");
+                Residual { values: unsafe { slot(s + 1).get(0, n * oh * ow * cs) }, ld: cs, cols: cs.min(co) }
+            })
+        };
+        // Output rows `m0..m0 + m` of gemm layer `j`, on this thread, from `a`: those rows of
+        // its input (or of its im2col).
+        let gemm_rows = |j: usize, b: &PackedB, a: &[f32], m0: usize, m: usize| {
+            let co = dims[j + 1][2];
+            let res = residual(j).map(|r| Residual { values: &r.values[m0 * r.ld..], ..r });
+            let out = Buf::new(unsafe { slot(j + 1).get_mut(m0 * co, m * co) });
+            gemm::gemm(isa, a, b.k, m, b, &self.layers[j].bias, self.layers[j].relu6, res, out, co, Par::Serial);
+        };
+        let mut i = 0;
+        while i < self.layers.len() {
+            let layer = &self.layers[i];
             let [hh, ww, ci] = dims[i];
             let [oh, ow, co] = dims[i + 1];
             let y = slot(i + 1);
             let x = unsafe { slot(i).get(0, n * hh * ww * ci) };
-            let res = layer.shortcut.map(|s| {
-                let [_, _, cs] = dims[s + 1];
-                assert_eq!(dims[s + 1][..2], dims[i + 1][..2], "a shortcut joins maps of one size");
-                Residual { values: unsafe { slot(s + 1).get(0, n * oh * ow * cs) }, ld: cs, cols: cs.min(co) }
-            });
-            let rows = n * oh * ow;
             match &layer.op {
-                Op::Pointwise(b) => gemm::gemm(isa, x, ci, rows, b, &layer.bias, layer.relu6, res, y, co, par),
+                Op::Pointwise(b) => gemm::gemm(isa, x, ci, n * oh * ow, b, &layer.bias, layer.relu6, residual(i), y, co, par),
                 Op::Dense(b) => {
-                    im2col(x, [n, hh, ww, ci], layer, [oh, ow], bufs.col, par);
-                    let col = unsafe { bufs.col.get(0, rows * b.k) };
-                    gemm::gemm(isa, col, b.k, rows, b, &layer.bias, layer.relu6, res, y, co, par);
+                    // im2col and gemm by bands of output rows, each band on one thread: its
+                    // rows of `col` are still in that thread's cache when the gemm reads them,
+                    // and no thread waits for the whole im2col.
+                    let band = (n * oh).div_ceil(4 * par.threads()).min(((1 << 16) / (ow * b.k)).max(1));
+                    par.for_each((n * oh).div_ceil(band), |t| {
+                        let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
+                        for r in r0..r1 {
+                            im2col_row(x, [n, hh, ww, ci], layer, [oh, ow], r, unsafe { bufs.col.get_mut(r * ow * b.k, ow * b.k) });
+                        }
+                        let (m0, m) = (r0 * ow, (r1 - r0) * ow);
+                        gemm_rows(i, b, unsafe { bufs.col.get(m0 * b.k, m * b.k) }, m0, m);
+                    });
                 }
-                Op::Depthwise(wt) => depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], y, res, par),
+                Op::Depthwise(wt) => {
+                    // A 1x1 conv after it (an inverted residual's projection) runs in the same
+                    // tasks, on the rows each task wrote: they are still in its cache, and no
+                    // thread waits between the two layers.
+                    let next = pointwise_after_depthwise(&self.layers, i);
+                    depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], y, residual(i), par, next.is_some(), |r0, r1| {
+                        if let Some(b) = next {
+                            let (m0, m) = (r0 * ow, (r1 - r0) * ow);
+                            gemm_rows(i + 1, b, unsafe { y.get(m0 * co, m * co) }, m0, m);
+                        }
+                    });
+                    i += usize::from(next.is_some());
+                }
             }
+            i += 1;
         }
 
         // Global average pooling, then the classifier.
@@ -351,6 +388,15 @@ struct Buffers {
     out: Buf,
 }
 
+/// The weights of layer `i + 1` when it is a 1x1 conv after the depthwise layer `i`: the two
+/// run as one, by bands of rows ([`InferencePlan::pass`]).
+fn pointwise_after_depthwise(layers: &[Layer], i: usize) -> Option<&PackedB> {
+    match (&layers[i].op, layers.get(i + 1).map(|l| &l.op)) {
+        (Op::Depthwise(_), Some(Op::Pointwise(b))) => Some(b),
+        _ => None,
+    }
+}
+
 /// Gives every value (the input, then each layer's output) a buffer, reusing a buffer once
 /// its value has no reader left: `(buffer of each value, buffer count)`.
 fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
@@ -360,6 +406,10 @@ fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
     for (i, layer) in layers.iter().enumerate() {
         if let Some(s) = layer.shortcut {
             last_use[s + 1] = last_use[s + 1].max(i);
+        }
+        // The depthwise input is read until the 1x1 conv that runs with it has written.
+        if pointwise_after_depthwise(layers, i).is_some() {
+            last_use[i] = last_use[i].max(i + 1);
         }
     }
     let mut slot_of = vec![0; values];
@@ -376,39 +426,36 @@ fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
     (slot_of, holder.len())
 }
 
-/// The im2col rows of `layer` on NHWC `x` into `col`: row `(b, oy, ox)` holds, for each
-/// tap `(ky, kx)`, the `c` input values under it (zeros outside the image).
-fn im2col(x: &[f32], [n, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 2], col: Buf, par: Par<'_>) {
+/// Row `r` (image `r / oh`, output row `r % oh`) of the im2col of `layer` on NHWC `x` into
+/// `dst`: for each output pixel and each tap `(ky, kx)`, the `c` input values under it (zeros
+/// outside the image).
+fn im2col_row(x: &[f32], [_, h, w, c]: [usize; 4], layer: &Layer, [oh, ow]: [usize; 2], r: usize, dst: &mut [f32]) {
     let (k, s, pad) = (layer.kernel, layer.stride, layer.pad);
     let row_len = k * k * c;
     // For one `ky`, the taps `kx = 0..k` read `k * c` consecutive input values.
     let run = k * c;
-    par.for_each(n * oh, |r| {
-        let (b, oy) = (r / oh, r % oh);
-        // SAFETY: each task writes its own output row of `col`.
-        let dst = unsafe { col.get_mut(r * ow * row_len, ow * row_len) };
-        for (ox, out) in dst.chunks_exact_mut(row_len).enumerate() {
-            let ix0 = (ox * s) as isize - pad as isize;
-            for ky in 0..k {
-                let iy = (oy * s + ky) as isize - pad as isize;
-                let taps = &mut out[ky * run..][..run];
-                if iy < 0 || iy >= h as isize {
-                    taps.fill(0.0);
-                } else if ix0 >= 0 && ix0 as usize + k <= w {
-                    copy_run(taps, &x[((b * h + iy as usize) * w + ix0 as usize) * c..][..run]);
-                } else {
-                    for (kx, tap) in taps.chunks_exact_mut(c).enumerate() {
-                        let ix = ix0 + kx as isize;
-                        if ix < 0 || ix >= w as isize {
-                            tap.fill(0.0);
-                        } else {
-                            tap.copy_from_slice(&x[((b * h + iy as usize) * w + ix as usize) * c..][..c]);
-                        }
+    let (b, oy) = (r / oh, r % oh);
+    for (ox, out) in dst[..ow * row_len].chunks_exact_mut(row_len).enumerate() {
+        let ix0 = (ox * s) as isize - pad as isize;
+        for ky in 0..k {
+            let iy = (oy * s + ky) as isize - pad as isize;
+            let taps = &mut out[ky * run..][..run];
+            if iy < 0 || iy >= h as isize {
+                taps.fill(0.0);
+            } else if ix0 >= 0 && ix0 as usize + k <= w {
+                copy_run(taps, &x[((b * h + iy as usize) * w + ix0 as usize) * c..][..run]);
+            } else {
+                for (kx, tap) in taps.chunks_exact_mut(c).enumerate() {
+                    let ix = ix0 + kx as isize;
+                    if ix < 0 || ix >= w as isize {
+                        tap.fill(0.0);
+                    } else {
+                        tap.copy_from_slice(&x[((b * h + iy as usize) * w + ix as usize) * c..][..c]);
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// `dst = src`, as register moves for the 3x3-tap, 3-channel rows of an image stem (a
@@ -425,7 +472,22 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 /// The depthwise conv of `layer` on NHWC `x` into `y` (plus `res`, after the activation),
 /// bands of output rows spread over the team of `par`.
 #[allow(clippy::too_many_arguments)]
-fn depthwise(isa: Isa, x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], layer: &Layer, [oh, ow]: [usize; 2], y: Buf, res: Option<Residual<'_>>, par: Par<'_>) {
+///
+/// Each task then calls `then(r0, r1)` on the rows `r0..r1` (of `n * oh`) that it wrote; with
+/// `cached`, a band of rows is small enough to still be in cache for it.
+fn depthwise(
+    isa: Isa,
+    x: &[f32],
+    [n, h, w, c]: [usize; 4],
+    wt: &[f32],
+    layer: &Layer,
+    [oh, ow]: [usize; 2],
+    y: Buf,
+    res: Option<Residual<'_>>,
+    par: Par<'_>,
+    cached: bool,
+    then: impl Fn(usize, usize),
+) {
     assert!(x.len() >= n * h * w * c && y.len() >= n * oh * ow * c && wt.len() >= layer.kernel * layer.kernel * c && layer.bias.len() >= c, "depthwise: buffer too small");
     if let Some(r) = &res {
         assert!(r.cols <= c && r.values.len() >= (n * oh * ow - 1) * r.ld + r.cols, "depthwise: residual too small");
@@ -434,6 +496,7 @@ fn depthwise(isa: Isa, x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], layer: &
     let threads = par.threads();
     // Bands of output rows, a few per thread; one band when too small to share.
     let band = if threads < 2 || work < 1 << 15 { n * oh } else { (n * oh).div_ceil(4 * threads).max(1) };
+    let band = if cached { band.min(((1 << 16) / (ow * c)).max(1)) } else { band };
     par.for_each((n * oh).div_ceil(band), |t| {
         let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
         let mut r = r0;
@@ -470,8 +533,10 @@ fn depthwise(isa: Isa, x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], layer: &
                 }
             }
         }
+        then(r0, r1);
     });
 }
 
 #[cfg(test)]
 mod tests;
+

@@ -39,7 +39,8 @@ fn depthwise_reference(x: &[f32], [n, h, w, c]: [usize; 4], wt: &[f32], bias: &[
 }
 
 /// Every instruction set, channel counts off the vector width, strides 1 and 2, kernels 1, 3
-/// and 5, images with no border-free column, a residual, and the row bands of a team.
+/// and 5, images with no border-free column, a residual, and the row bands of a team (each
+/// reported once, after it is written).
 #[test]
 fn depthwise_matches_its_definition() {
     let cases = [
@@ -70,10 +71,21 @@ fn depthwise_matches_its_definition() {
                     }
                 }
                 let res = with_res.then_some(Residual { values: &r, ld, cols });
-                for threads in [1, 3] {
+                for (threads, cached) in [(1, false), (3, false), (1, true), (3, true)] {
                     let mut y = vec![f32::NAN; want.len() + 1];
                     let out = team::Buf::new(&mut y);
-                    team::on_threads(threads, |par| depthwise(isa, &x, dims, &wt, &layer, [oh, ow], out, res, par));
+                    // Each task reports the rows it wrote, once they are all written.
+                    let bands = std::sync::Mutex::new(Vec::new());
+                    team::on_threads(threads, |par| {
+                        depthwise(isa, &x, dims, &wt, &layer, [oh, ow], out, res, par, cached, |r0, r1| {
+                            let written = unsafe { out.get(r0 * ow * c, (r1 - r0) * ow * c) };
+                            assert!(written.iter().all(|v| !v.is_nan()), "rows {r0}..{r1} reported before they were written");
+                            bands.lock().unwrap().push(r0..r1);
+                        })
+                    });
+                    let mut bands = bands.into_inner().unwrap();
+                    bands.sort_by_key(|r| r.start);
+                    assert!(bands.windows(2).all(|b| b[0].end == b[1].start) && bands[0].start == 0 && bands.last().unwrap().end == n * oh, "bands {bands:?}");
                     for (i, (&g, &r)) in y.iter().zip(&want).enumerate() {
                         assert!((f64::from(g) - r).abs() <= 1e-5 * (1.0 + r.abs()), "{isa:?} {dims:?} k={k} s={s} relu6={relu6} res={with_res} threads={threads} [{i}]: {g} vs {r}");
                     }
@@ -154,8 +166,9 @@ fn plan_matches_the_reference_forward() {
             }
             for isa in Isa::available() {
                 let plan = InferencePlan::with_isa(&fixed, isa).unwrap();
-                // 1 image; 3 (layers spread over threads); 14 of 5x6 (images spread).
-                for shape in [[1, c, 19, 23], [3, c, 17, 16], [14, c, 5, 6]] {
+                // 1 image; 3 (layers spread over threads); 2 larger ones (depthwise layers and
+                // the 1x1 convs after them by bands of rows); 14 of 5x6 (images spread).
+                for shape in [[1, c, 19, 23], [3, c, 17, 16], [2, c, 48, 40], [14, c, 5, 6]] {
                     let x = counter_input("infer.x", shape[0] as u64, shape.iter().product());
                     let want = fixed.forward_reference(&x, shape).unwrap();
                     let got = pool.install(|| plan.forward(&x, shape)).unwrap();
@@ -191,6 +204,26 @@ fn calibrated_forward_matches_burn() {
         let b = cal.plan(&specs[0]).unwrap();
         assert!(std::sync::Arc::ptr_eq(&a, &b), "one plan per width, built once");
     }
+}
+
+/// A buffer is not reused while its value has a reader left: the depthwise input lives until
+/// the 1x1 conv after it has written (the two run as one, by bands of rows).
+#[test]
+fn buffers_outlive_their_readers() {
+    let layer = |op: Op, shortcut: Option<usize>| Layer { op, c_out: 4, kernel: 3, stride: 1, pad: 1, bias: vec![0.0; 4], relu6: true, shortcut };
+    let pw = || Op::Pointwise(PackedB::new(Isa::Portable, 4, 4, |_, _| 0.0));
+    let dw = || Op::Depthwise(vec![0.0; 36]);
+    // Two inverted residuals, the second adding the first's output.
+    let layers = vec![layer(pw(), None), layer(dw(), None), layer(pw(), None), layer(pw(), None), layer(dw(), None), layer(pw(), Some(2))];
+    let (slot_of, slots) = assign_buffers(&layers);
+    assert!(slots <= 4, "buffers are reused: {slot_of:?}");
+    for (v, pair) in slot_of.windows(2).enumerate() {
+        assert_ne!(pair[0], pair[1], "layer {v} writes over its own input: {slot_of:?}");
+    }
+    for i in [1, 4] {
+        assert_ne!(slot_of[i], slot_of[i + 2], "the 1x1 after depthwise layer {i} writes over the depthwise input: {slot_of:?}");
+    }
+    assert!((4..=6).all(|v| slot_of[v] != slot_of[3]), "the shortcut's value is kept until layer 5: {slot_of:?}");
 }
 
 #[test]

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""ONNX Runtime anchor for usnet's inference benchmark.
+
+The network is bench/torch_usnet.py's official US-MobileNet v2 cut at one width: that
+model, with the width fixed, exported by torch.onnx.export (TorchScript exporter, eval mode,
+constants folded: the sliced weights become plain Conv weights) and run by ONNX Runtime on
+the CPU with all graph optimisations (it folds each BatchNormalization into its Conv and
+fuses the Clip), `--threads` intra-op threads and one inter-op thread. The ONNX file lives
+in a temporary directory; usnet's own exporter is not involved.
+
+  .venv/bin/python bench/ort_usnet.py --workload infer/b1/w1.0 --threads 2   # median of 10 runs
+  .venv/bin/python bench/ort_usnet.py --serve infer/b1/w0.5 --threads 2      # worker for `usnet bench`
+
+In worker mode it speaks torch_usnet.py's protocol (serve()): a JSON `ready` line, then one
+`{"s": seconds}` line per `run` line on stdin. The ready line carries `max_abs_diff`, the
+largest difference between ONNX Runtime's logits and PyTorch's on the benchmark input.
+"""
+import argparse, json, os, sys, tempfile, warnings
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_usnet import PRESETS, USNet, serve, timed  # noqa: E402
+
+
+class AtWidth(torch.nn.Module):
+    """The US-Net with its width fixed, so the export sees a plain network."""
+
+    def __init__(self, net, width):
+        super().__init__()
+        self.net, self.width = net, width
+
+    def forward(self, x):
+        return self.net(x, self.width)
+
+
+def make_workload(name, args):
+    parts = name.split("/")
+    if parts[0] != "infer" or len(parts) != 3:
+        raise SystemExit(f"unknown workload {name!r}; ort_usnet.py runs infer/bN/wW only")
+    b, w = int(parts[1][1:]), float(parts[2][1:])
+    torch.manual_seed(args.seed)
+    net = USNet(PRESETS["v2_official"]).eval()
+    gen = torch.Generator().manual_seed(args.seed)
+    for bn in net.bns():
+        bn.reset_stats(w)
+        mean, var, _ = bn.stats[w]
+        # Statistics that are not the identity, so that folding them changes the weights.
+        mean.copy_(torch.randn(mean.shape, generator=gen) * 0.1)
+        var.copy_(torch.rand(var.shape, generator=gen) + 0.5)
+    model = AtWidth(net, w).eval()
+    x = torch.randn(b, 3, 224, 224, generator=gen)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"usnet_v2_w{w}.onnx")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is the point
+            torch.onnx.export(model, (x,), path, dynamo=False, input_names=["input"], output_names=["logits"],
+                              opset_version=17, do_constant_folding=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL; opts.enable_profiling = True; opts.profile_file_prefix = "/tmp/ortprof"
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = session.run(None, feed)[0]
+    meta = dict(model="v2_official", input=[b, 3, 224, 224], width=w, onnxruntime=ort.__version__,
+                max_abs_diff=float(np.abs(got - want).max()))
+    return (lambda: session.run(None, feed)), meta
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--serve", metavar="WORKLOAD", help="worker mode for `usnet bench`")
+    p.add_argument("--workload", default="infer/b1/w1.0", help="workload to time (without --serve)")
+    for flag, default in [("threads", 2), ("warmup", 2), ("repeats", 10), ("seed", 0)]:
+        p.add_argument("--" + flag, type=int, default=default)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.serve:
+        serve(args.serve, args, make=make_workload)
+        return
+    fn, meta = make_workload(args.workload, args)
+    print(json.dumps({"workload": args.workload, **meta, **timed(fn, args.warmup, args.repeats)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
+
+def prof(wl, threads, n=400):
+    class A: pass
+    a=A(); a.seed=0; a.threads=threads
+    torch.set_num_threads(threads)
+    fn, meta = make_workload(wl, a)
+    for _ in range(n): fn()
