@@ -235,6 +235,32 @@ macro_rules! algorithms {
             }
         }
 
+        /// Four interior outputs `ox..ox + 4` of row `oy`, channels `c0..c0 + cnt`, taps of
+        /// rows `ky0..ky1`, for a kernel and stride known at compile time: each input under
+        /// the four is loaded once (6 loads instead of 12 per kernel row at stride 1, 9 at
+        /// stride 2), and the sums are the general loop's, in its order.
+        $(#[$attr])*
+        #[inline]
+        unsafe fn dw_tile<const K: usize, const S: usize>(d: &DwCall, oy: usize, (ky0, ky1, c0, cnt): (usize, usize, usize, usize), ox: usize, bv: V) -> [V; 4] {
+            let c = d.c;
+            let mut acc = [bv; 4];
+            for ky in ky0..ky1 {
+                let row = d.x.add(((oy * S + ky - d.pad) * d.w) * c + c0);
+                let ix0 = ox * S - d.pad;
+                let mut xs = [zero(); 12];
+                for (t, x) in xs.iter_mut().enumerate().take(3 * S + K) {
+                    *x = loadm(row.add((ix0 + t) * c), cnt);
+                }
+                for kx in 0..K {
+                    let wv = loadm(d.wt.add((ky * K + kx) * c + c0), cnt);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = fma(xs[j * S + kx], wv, *a);
+                    }
+                }
+            }
+            acc
+        }
+
         /// Output rows `oy0..oy1` of the depthwise convolution `d`.
         $(#[$attr])*
         pub(in crate::infer) unsafe fn depthwise(d: &DwCall, oy0: usize, oy1: usize) {
@@ -253,17 +279,25 @@ macro_rules! algorithms {
                     let mut ox = 0;
                     while ox < d.ow {
                         if ox >= lo && ox + 4 <= hi {
-                            let mut acc = [bv; 4];
-                            for ky in ky0..ky1 {
-                                let row = d.x.add(((oy * s + ky - pad) * d.w) * c + c0);
-                                for kx in 0..k {
-                                    let wv = loadm(d.wt.add((ky * k + kx) * c + c0), cnt);
-                                    let ix = ox * s + kx - pad;
-                                    for (j, a) in acc.iter_mut().enumerate() {
-                                        *a = fma(loadm(row.add((ix + j * s) * c), cnt), wv, *a);
+                            let rows = (ky0, ky1, c0, cnt);
+                            let acc = match (k, s) {
+                                (3, 1) => dw_tile::<3, 1>(d, oy, rows, ox, bv),
+                                (3, 2) => dw_tile::<3, 2>(d, oy, rows, ox, bv),
+                                _ => {
+                                    let mut acc = [bv; 4];
+                                    for ky in ky0..ky1 {
+                                        let row = d.x.add(((oy * s + ky - pad) * d.w) * c + c0);
+                                        for kx in 0..k {
+                                            let wv = loadm(d.wt.add((ky * k + kx) * c + c0), cnt);
+                                            let ix = ox * s + kx - pad;
+                                            for (j, a) in acc.iter_mut().enumerate() {
+                                                *a = fma(loadm(row.add((ix + j * s) * c), cnt), wv, *a);
+                                            }
+                                        }
                                     }
+                                    acc
                                 }
-                            }
+                            };
                             for (j, a) in acc.iter().enumerate() {
                                 let v = if d.relu6 { clamp6(*a) } else { *a };
                                 storem(yrow.add((ox + j) * c + c0), v, cnt);
