@@ -2,8 +2,9 @@
 //!
 //! A plan that spreads one batch over the threads runs as a *team*: every thread of the rayon
 //! pool runs the whole plan ([`Team::run`], one `rayon::broadcast`), each layer's tasks are
-//! claimed from a counter of that layer, and a thread that runs out of tasks spins until the
-//! layer's last task is done. It waits for unfinished work, not for the other threads to
+//! claimed from counters of that layer (each member's share first, so that a member keeps to
+//! the same rows of the image from layer to layer, then what is left of the others'), and a
+//! thread that runs out of tasks spins until the layer's last task is done. It waits for unfinished work, not for the other threads to
 //! arrive, so a thread that the OS has not scheduled holds nobody up unless it holds a task.
 //! With rayon's fork-join per layer instead, the idle thread slept between layers and each
 //! layer paid a wake-up, which on a VM whose vCPUs had idled (a server between requests) cost
@@ -44,7 +45,8 @@ impl Par<'_> {
 /// The state that the members of one team share.
 pub(crate) struct Team {
     size: usize,
-    /// The next unclaimed task of each [`Par::for_each`] call, in call order.
+    /// Per [`Par::for_each`] call (in call order) and member, the next unclaimed task of
+    /// that member's share, counted from the share's start.
     claimed: Vec<AtomicUsize>,
     /// The tasks of each call that have finished.
     done: Vec<AtomicUsize>,
@@ -66,14 +68,15 @@ impl Team {
     /// When a member panics (the others then panic too, rather than wait for it), or makes
     /// more than `calls` calls.
     pub(crate) fn run(calls: usize, body: impl Fn(Par<'_>) + Sync) {
+        let size = rayon::current_num_threads();
         let team = Team {
-            size: rayon::current_num_threads(),
-            claimed: (0..calls).map(|_| AtomicUsize::new(0)).collect(),
+            size,
+            claimed: (0..calls * size).map(|_| AtomicUsize::new(0)).collect(),
             done: (0..calls).map(|_| AtomicUsize::new(0)).collect(),
             poisoned: AtomicBool::new(false),
         };
-        rayon::broadcast(|_| {
-            let member = Member { team: &team, call: Cell::new(0) };
+        rayon::broadcast(|ctx| {
+            let member = Member { team: &team, index: ctx.index(), call: Cell::new(0) };
             let guard = Poison(&team);
             body(Par::Team(&member));
             std::mem::forget(guard);
@@ -107,6 +110,8 @@ impl Drop for Poison<'_> {
 /// One thread's view of its team.
 pub(crate) struct Member<'a> {
     team: &'a Team,
+    /// This member's place in the team, `0..size`.
+    index: usize,
     /// How many [`Par::for_each`] calls this member has made.
     call: Cell<usize>,
 }
@@ -115,15 +120,24 @@ impl Member<'_> {
     fn for_each(&self, tasks: usize, task: impl Fn(usize)) {
         let call = self.call.get();
         self.call.set(call + 1);
-        assert!(call < self.team.claimed.len(), "inference: a team made more parallel calls than it was sized for");
-        let (claimed, done) = (&self.team.claimed[call], &self.team.done[call]);
-        loop {
-            let t = claimed.fetch_add(1, Ordering::Relaxed);
-            if t >= tasks {
-                break;
+        let size = self.team.size;
+        assert!(call < self.team.done.len(), "inference: a team made more parallel calls than it was sized for");
+        let (claimed, done) = (&self.team.claimed[call * size..][..size], &self.team.done[call]);
+        // Each member first takes the tasks of its own share, then those left in the others'.
+        // The layers' tasks go by rows of the image, so a member computes much the same rows
+        // layer after layer, reading what its own cache holds; a member that the OS has not
+        // scheduled yet holds nobody up, since the others take its share.
+        let share = tasks.div_ceil(size);
+        for m in (0..size).map(|k| (self.index + k) % size) {
+            let end = ((m + 1) * share).min(tasks);
+            loop {
+                let t = m * share + claimed[m].fetch_add(1, Ordering::Relaxed);
+                if t >= end {
+                    break;
+                }
+                task(t);
+                done.fetch_add(1, Ordering::Release);
             }
-            task(t);
-            done.fetch_add(1, Ordering::Release);
         }
         self.team.wait(done, tasks);
     }
@@ -192,6 +206,28 @@ pub(crate) fn on_threads(threads: usize, body: impl Fn(Par<'_>) + Sync + Send) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each member starts on a share of its own, but one that the OS has not run yet leaves
+    /// its share to the others.
+    #[test]
+    fn a_late_member_holds_nobody_up() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let (tasks, ran) = (30, AtomicUsize::new(0));
+        pool.install(|| {
+            Team::run(1, |par| {
+                let Par::Team(member) = par else { unreachable!() };
+                if member.index == 0 {
+                    // Member 0 arrives late: the others have taken its share too.
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    assert_eq!(ran.load(Ordering::Relaxed), tasks, "the others left member 0's share to it");
+                }
+                par.for_each(tasks, |_| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                });
+            })
+        });
+        assert_eq!(ran.into_inner(), tasks);
+    }
 
     /// Every task runs once, and every task of a call sees all that the call before it
     /// wrote, over many calls of a team of 3.
