@@ -10,6 +10,8 @@ in a temporary directory; usnet's own exporter is not involved.
 
   .venv/bin/python bench/ort_usnet.py --workload infer/b1/w1.0 --threads 2   # median of 10 runs
   .venv/bin/python bench/ort_usnet.py --serve infer/b1/w0.5 --threads 2      # worker for `usnet bench`
+  .venv/bin/python bench/ort_usnet.py --workload infer/b1/w1.0 --threads 1 --profile 400
+                                          # mean time of each node over 400 calls (ORT's profiler)
 
 In worker mode it speaks torch_usnet.py's protocol (serve()): a JSON `ready` line, then one
 `{"s": seconds}` line per `run` line on stdin. The ready line carries `max_abs_diff`, the
@@ -63,6 +65,9 @@ def make_workload(name, args):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if getattr(args, "profile", 0):
+            opts.enable_profiling = True
+            opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), "ort_usnet_profile")
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     feed = {"input": x.numpy()}
     with torch.no_grad():
@@ -70,7 +75,30 @@ def make_workload(name, args):
     got = session.run(None, feed)[0]
     meta = dict(model="v2_official", input=[b, 3, 224, 224], width=w, onnxruntime=ort.__version__,
                 max_abs_diff=float(np.abs(got - want).max()))
-    return (lambda: session.run(None, feed)), meta
+    run = lambda: session.run(None, feed)  # noqa: E731
+    run.session = session
+    return run, meta
+
+
+def profile(fn, calls):
+    """Runs `calls` calls under ORT's profiler; prints each node's mean time in execution
+    order, then the total of the nodes. The profiler adds its own cost to every node."""
+    for _ in range(calls):
+        fn()
+    path = fn.session.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    total, count, op = {}, {}, {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            node = e["name"][: -len("_kernel_time")]
+            total[node] = total.get(node, 0) + e["dur"]
+            count[node] = count.get(node, 0) + 1
+            op[node] = e["args"].get("op_name", "?")
+    for node, us in total.items():
+        print(f"{us / count[node]:9.1f} us  {op[node]:12} {node}")
+    print(f"{sum(us / count[n] for n, us in total.items()):9.1f} us  total of {len(total)} nodes, {calls} calls")
 
 
 def main():
@@ -79,12 +107,17 @@ def main():
     p.add_argument("--workload", default="infer/b1/w1.0", help="workload to time (without --serve)")
     for flag, default in [("threads", 2), ("warmup", 2), ("repeats", 10), ("seed", 0)]:
         p.add_argument("--" + flag, type=int, default=default)
+    p.add_argument("--profile", type=int, default=0, metavar="CALLS",
+                   help="with --workload: time each node over CALLS calls with ORT's profiler")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.serve:
         serve(args.serve, args, make=make_workload)
         return
     fn, meta = make_workload(args.workload, args)
+    if args.profile:
+        profile(fn, args.profile)
+        return
     print(json.dumps({"workload": args.workload, **meta, **timed(fn, args.warmup, args.repeats)}, indent=1))
 
 
