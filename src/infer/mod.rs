@@ -471,10 +471,10 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 
 /// The depthwise conv of `layer` on NHWC `x` into `y` (plus `res`, after the activation),
 /// bands of output rows spread over the team of `par`.
-#[allow(clippy::too_many_arguments)]
 ///
 /// Each task then calls `then(r0, r1)` on the rows `r0..r1` (of `n * oh`) that it wrote; with
 /// `cached`, a band of rows is small enough to still be in cache for it.
+#[allow(clippy::too_many_arguments)]
 fn depthwise(
     isa: Isa,
     x: &[f32],
@@ -539,4 +539,3 @@ fn depthwise(
 
 #[cfg(test)]
 mod tests;
-

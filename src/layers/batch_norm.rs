@@ -289,7 +289,6 @@ impl UsBatchNorm {
     /// operation ([`crate::ops::bn_conv`]) whose backward recomputes this layer's output
     /// instead of keeping it: the activations kept for the backward are most of a training
     /// step's memory.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward_act_conv(&self, x: Tensor<4>, mode: &mut BnMode, switch: usize, relu6: bool, conv: &UsConv2d, c_out: usize) -> Tensor<4> {
         #[cfg(feature = "flex")]
         if crate::ops::enabled(&x.device()) && matches!(mode, BnMode::Train | BnMode::TrainTrack(_)) {
