@@ -40,17 +40,15 @@ pub trait UsOps: Backend {
     /// [`UsOps::us_bn_train`], then [`UsOps::us_conv2d`] on its output. The backward keeps
     /// only `x` and recomputes the batch norm's output from it, so a layer pair holds one
     /// activation for the backward instead of two.
-    #[allow(clippy::too_many_arguments)]
-    fn us_bn_conv(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        relu6: bool,
-        weight: FloatTensor<Self>,
-        stride: usize,
-        pad: usize,
-        depthwise: bool,
-    ) -> FloatTensor<Self>;
+    fn us_bn_conv(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, relu6: bool, weight: FloatTensor<Self>, conv: ConvArgs) -> FloatTensor<Self>;
+}
+
+/// The geometry of [`UsOps::us_bn_conv`]'s conv, as [`UsOps::us_conv2d`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvArgs {
+    pub stride: usize,
+    pub pad: usize,
+    pub depthwise: bool,
 }
 
 fn act(relu6: bool) -> Act {
@@ -95,22 +93,43 @@ fn geom(x: &FlexTensor, weight: &FlexTensor, stride: usize, pad: usize, depthwis
 
 /// The batch norm of [`UsOps::us_bn_conv`] (with its `mean` and `invstd`), then the conv on
 /// its output, which is dropped.
-#[allow(clippy::too_many_arguments)]
-fn bn_conv_forward(
-    x: &FlexTensor,
-    gamma: &FlexTensor,
-    beta: &FlexTensor,
-    act: Act,
-    weight: &FlexTensor,
-    stride: usize,
-    pad: usize,
-    depthwise: bool,
-) -> (FlexTensor, Vec<f32>, Vec<f32>) {
+fn bn_conv_forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, act: Act, weight: &FlexTensor, conv: ConvArgs) -> (FlexTensor, Vec<f32>, Vec<f32>) {
     let (y, mean, invstd) = bn::train_forward(&values(x), &values(gamma), &values(beta), planes(x), BN_EPS as f32, act);
     // The conv's input has the batch norm's shape.
-    let g = geom(x, weight, stride, pad, depthwise);
+    let g = geom(x, weight, conv.stride, conv.pad, conv.depthwise);
     let z = conv::forward(&y, &values(weight), &g);
     (tensor(z, vec![g.batch, g.c_out, g.out_h(), g.out_w()]), mean, invstd)
+}
+
+/// What a training-mode batch norm keeps for its backward: its input and batch statistics.
+#[derive(Debug, Clone)]
+struct BnState {
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    act: Act,
+}
+
+impl BnState {
+    /// The batch norm's output, bit for bit as its forward computed it.
+    fn output(&self) -> Vec<f32> {
+        let (scale, shift) = bn::fold(&values(&self.gamma), &values(&self.beta), &self.mean, &self.invstd);
+        bn::affine_act(&values(&self.x), &scale, &shift, planes(&self.x), self.act)
+    }
+
+    /// Registers the gradients of `x`, gamma and beta (`nodes`, those tracked) for the
+    /// output's gradient `dy`.
+    fn backward(&self, dy: &[f32], nodes: [Option<NodeId>; 3], grads: &mut Gradients) {
+        let p = planes(&self.x);
+        let (dx, dgamma, dbeta) =
+            bn::train_backward(&values(&self.x), dy, &values(&self.gamma), &values(&self.beta), &self.mean, &self.invstd, p, self.act);
+        let [x, gamma, beta] = nodes;
+        register(grads, x, dx, dims(&self.x));
+        register(grads, gamma, dgamma, vec![p.channels]);
+        register(grads, beta, dbeta, vec![p.channels]);
+    }
 }
 
 impl UsOps for Flex {
@@ -139,17 +158,8 @@ impl UsOps for Flex {
         tensor(mean, vec![2, p.channels])
     }
 
-    fn us_bn_conv(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        relu6: bool,
-        weight: FlexTensor,
-        stride: usize,
-        pad: usize,
-        depthwise: bool,
-    ) -> FlexTensor {
-        bn_conv_forward(&x, &gamma, &beta, act(relu6), &weight, stride, pad, depthwise).0
+    fn us_bn_conv(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, relu6: bool, weight: FlexTensor, conv: ConvArgs) -> FlexTensor {
+        bn_conv_forward(&x, &gamma, &beta, act(relu6), &weight, conv).0
     }
 }
 
@@ -187,29 +197,12 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
         #[derive(Debug)]
         struct BnTrain;
 
-        #[derive(Debug, Clone)]
-        struct State {
-            x: FlexTensor,
-            gamma: FlexTensor,
-            beta: FlexTensor,
-            mean: Vec<f32>,
-            invstd: Vec<f32>,
-            act: Act,
-        }
-
         impl Backward<Flex, 3> for BnTrain {
-            type State = State;
+            type State = BnState;
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_x, node_gamma, node_beta] = ops.parents;
                 let dy = grads.consume::<Flex>(&ops.node);
-                let s = ops.state;
-                let p = planes(&s.x);
-                let (dx, dgamma, dbeta) =
-                    bn::train_backward(&values(&s.x), &values(&dy), &values(&s.gamma), &values(&s.beta), &s.mean, &s.invstd, p, s.act);
-                register(grads, node_x.map(|n| n.id), dx, dims(&s.x));
-                register(grads, node_gamma.map(|n| n.id), dgamma, vec![p.channels]);
-                register(grads, node_beta.map(|n| n.id), dbeta, vec![p.channels]);
+                ops.state.backward(&values(&dy), ops.parents.map(|n| n.map(|n| n.id)), grads);
             }
         }
 
@@ -220,7 +213,7 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
         let (y, mean, invstd) = bn::train_forward(&values(&x), &values(&gamma), &values(&beta), p, BN_EPS as f32, a);
         let y = tensor(y, dims(&x));
         match BnTrain.prepare::<C>(guards).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(State { x, gamma, beta, mean, invstd, act: a }, y),
+            OpsKind::Tracked(prep) => prep.finish(BnState { x, gamma, beta, mean, invstd, act: a }, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -272,56 +265,33 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
         }
     }
 
-    fn us_bn_conv(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        relu6: bool,
-        weight: FloatTensor<Self>,
-        stride: usize,
-        pad: usize,
-        depthwise: bool,
-    ) -> FloatTensor<Self> {
+    fn us_bn_conv(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, relu6: bool, weight: FloatTensor<Self>, conv: ConvArgs) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct BnConv;
 
         /// The batch norm's input and statistics, not its output.
         #[derive(Debug, Clone)]
         struct State {
-            x: FlexTensor,
-            gamma: FlexTensor,
-            beta: FlexTensor,
-            mean: Vec<f32>,
-            invstd: Vec<f32>,
-            act: Act,
+            bn: BnState,
             weight: FlexTensor,
-            stride: usize,
-            pad: usize,
-            depthwise: bool,
+            conv: ConvArgs,
         }
 
         impl Backward<Flex, 4> for BnConv {
             type State = State;
 
             fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let [node_x, node_gamma, node_beta, node_w] = ops.parents;
+                let [node_x, node_gamma, node_beta, node_w] = ops.parents.map(|n| n.map(|n| n.id));
                 let dz = grads.consume::<Flex>(&ops.node);
-                let s = ops.state;
-                let p = planes(&s.x);
-                let (x, gamma, beta) = (values(&s.x), values(&s.gamma), values(&s.beta));
-                // The batch norm's output, bit for bit as the forward computed it.
-                let (scale, shift) = bn::fold(&gamma, &beta, &s.mean, &s.invstd);
-                let y = bn::affine_act(&x, &scale, &shift, p, s.act);
-                let g = geom(&s.x, &s.weight, s.stride, s.pad, s.depthwise);
-                let need_dy = node_x.is_some() || node_gamma.is_some() || node_beta.is_some();
-                let (dy, dw) = conv::backward(&y, &values(&s.weight), &values(&dz), &g, need_dy);
+                let State { bn, weight, conv: c } = ops.state;
+                let y = bn.output();
+                let g = geom(&bn.x, &weight, c.stride, c.pad, c.depthwise);
+                let bn_nodes = [node_x, node_gamma, node_beta];
+                let (dy, dw) = conv::backward(&y, &values(&weight), &values(&dz), &g, bn_nodes.iter().any(Option::is_some));
                 drop((y, dz));
-                register(grads, node_w.map(|n| n.id), dw, dims(&s.weight));
+                register(grads, node_w, dw, dims(&weight));
                 if let Some(dy) = dy {
-                    let (dx, dgamma, dbeta) = bn::train_backward(&x, &dy, &gamma, &beta, &s.mean, &s.invstd, p, s.act);
-                    register(grads, node_x.map(|n| n.id), dx, dims(&s.x));
-                    register(grads, node_gamma.map(|n| n.id), dgamma, vec![p.channels]);
-                    register(grads, node_beta.map(|n| n.id), dbeta, vec![p.channels]);
+                    bn.backward(&dy, bn_nodes, grads);
                 }
             }
         }
@@ -329,11 +299,9 @@ impl<C: CheckpointStrategy> UsOps for Autodiff<Flex, C> {
         let guards = [x.node(), gamma.node(), beta.node(), weight.node()];
         let (x, gamma, beta, weight) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive(), weight.into_primitive());
         let a = act(relu6);
-        let (z, mean, invstd) = bn_conv_forward(&x, &gamma, &beta, a, &weight, stride, pad, depthwise);
+        let (z, mean, invstd) = bn_conv_forward(&x, &gamma, &beta, a, &weight, conv);
         match BnConv.prepare::<C>(guards).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                prep.finish(State { x, gamma, beta, mean, invstd, act: a, weight, stride, pad, depthwise }, z)
-            }
+            OpsKind::Tracked(prep) => prep.finish(State { bn: BnState { x, gamma, beta, mean, invstd, act: a }, weight, conv }, z),
             OpsKind::UnTracked(prep) => prep.finish(z),
         }
     }
@@ -363,19 +331,9 @@ pub fn affine_act(x: Tensor<4>, scale: Tensor<1>, shift: Tensor<1>, relu6: bool)
 }
 
 /// [`UsOps::us_bn_conv`] on tensors.
-#[allow(clippy::too_many_arguments)]
-pub fn bn_conv(
-    x: Tensor<4>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    relu6: bool,
-    weight: Tensor<4>,
-    stride: usize,
-    pad: usize,
-    depthwise: bool,
-) -> Tensor<4> {
+pub fn bn_conv(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, relu6: bool, weight: Tensor<4>, conv: ConvArgs) -> Tensor<4> {
     let (x, gamma, beta, weight) = (x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), weight.into_dispatch());
-    Tensor::from_dispatch(<Dispatch as UsOps>::us_bn_conv(x, gamma, beta, relu6, weight, stride, pad, depthwise))
+    Tensor::from_dispatch(<Dispatch as UsOps>::us_bn_conv(x, gamma, beta, relu6, weight, conv))
 }
 
 /// [`UsOps::us_bn_stats`] on tensors: `(mean, biased variance)`, `[c]` each.
@@ -420,7 +378,7 @@ mod tests {
             let weight = leaf(random(&mut rng, w_shape, &device).1, true);
             let pad = k / 2;
 
-            let fused = super::bn_conv(x.clone(), gamma.clone(), beta.clone(), relu6, weight.clone(), stride, pad, depthwise);
+            let fused = super::bn_conv(x.clone(), gamma.clone(), beta.clone(), relu6, weight.clone(), super::ConvArgs { stride, pad, depthwise });
             let plain = super::conv2d(super::bn_train(x.clone(), gamma.clone(), beta.clone(), relu6), weight.clone(), stride, pad, depthwise);
             let out = fused.dims();
             assert_eq!(out, plain.dims());

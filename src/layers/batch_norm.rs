@@ -298,7 +298,8 @@ impl UsBatchNorm {
             }
             let (gamma, beta) = self.sliced_affine(c, switch);
             let weight = conv.sliced_weight(c, c_out);
-            return crate::ops::bn_conv(x, gamma, beta, relu6, weight, conv.config.stride, conv.pad(), conv.config.depthwise);
+            let args = crate::ops::ConvArgs { stride: conv.config.stride, pad: conv.pad(), depthwise: conv.config.depthwise };
+            return crate::ops::bn_conv(x, gamma, beta, relu6, weight, args);
         }
         conv.forward(self.forward_act(x, mode, switch, relu6), c_out)
     }
