@@ -65,7 +65,7 @@ def make_workload(name, args):
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if getattr(args, "profile", 0):
+        if args.profile:
             opts.enable_profiling = True
             opts.profile_file_prefix = os.path.join(tempfile.gettempdir(), "ort_usnet_profile")
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])

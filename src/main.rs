@@ -17,8 +17,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// The buffers too large for mimalloc's segments still go back to the OS and fault in again
 /// (about 5.7k page faults per sandwich step). `MIMALLOC_PURGE_DECOMMITS=0` keeps them too:
-/// 400 faults per step and a step about 15% faster, but a peak 25-45 MiB higher, over the
-/// memory target of issue 10; so it is left to the user (docs/performance.md, round 5).
+/// 400 faults per step and a step about 15% faster, but a peak 25-45 MiB higher, which in
+/// round 5 (docs/performance.md) went over the memory target of issue 10; so it is left to the
+/// user. Round 6 took the peak to 362-408 MiB standalone; two alternated runs with and without
+/// the option then showed no clear difference in peak or speed, so the default stays until a
+/// quiet measurement says otherwise.
 fn keep_freed_memory() {
     // `mi_option_purge_delay` in the bundled mimalloc 3 header. Its documented default, 10 (ms),
     // is checked first, so a different numbering changes nothing.

@@ -334,7 +334,7 @@ impl InferencePlan {
                     // im2col and gemm by bands of output rows, each band on one thread: its
                     // rows of `col` are still in that thread's cache when the gemm reads them,
                     // and no thread waits for the whole im2col.
-                    let band = (n * oh).div_ceil(4 * par.threads()).min(((1 << 16) / (ow * b.k)).max(1));
+                    let band = (n * oh).div_ceil(4 * par.threads()).min((CACHED_BAND / (ow * b.k)).max(1));
                     par.for_each((n * oh).div_ceil(band), |t| {
                         let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
                         for r in r0..r1 {
@@ -387,6 +387,11 @@ struct Buffers {
     pooled: Buf,
     out: Buf,
 }
+
+/// Values in a band of rows that one task writes and then reads again (the stem's im2col,
+/// a depthwise output before the 1x1 after it): 256 KiB, a quarter of this machine's L2 per
+/// core, so that the band is still in cache when it is read.
+const CACHED_BAND: usize = 1 << 16;
 
 /// The weights of layer `i + 1` when it is a 1x1 conv after the depthwise layer `i`: the two
 /// run as one, by bands of rows ([`InferencePlan::pass`]).
@@ -496,7 +501,7 @@ fn depthwise(
     let threads = par.threads();
     // Bands of output rows, a few per thread; one band when too small to share.
     let band = if threads < 2 || work < 1 << 15 { n * oh } else { (n * oh).div_ceil(4 * threads).max(1) };
-    let band = if cached { band.min(((1 << 16) / (ow * c)).max(1)) } else { band };
+    let band = if cached { band.min((CACHED_BAND / (ow * c)).max(1)) } else { band };
     par.for_each((n * oh).div_ceil(band), |t| {
         let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
         let mut r = r0;

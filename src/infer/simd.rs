@@ -242,6 +242,9 @@ macro_rules! algorithms {
         $(#[$attr])*
         #[inline]
         unsafe fn dw_tile<const K: usize, const S: usize>(d: &DwCall, oy: usize, (ky0, ky1, c0, cnt): (usize, usize, usize, usize), ox: usize, bv: V) -> [V; 4] {
+            // The inputs under four outputs, `3 * S + K`, must fit `xs`: a larger pair would
+            // read zeros past it, so it does not compile.
+            const { assert!(3 * S + K <= 12, "dw_tile: the kernel and stride read more inputs than it holds") };
             let c = d.c;
             let mut acc = [bv; 4];
             for ky in ky0..ky1 {
@@ -279,10 +282,10 @@ macro_rules! algorithms {
                     let mut ox = 0;
                     while ox < d.ow {
                         if ox >= lo && ox + 4 <= hi {
-                            let rows = (ky0, ky1, c0, cnt);
+                            let span = (ky0, ky1, c0, cnt);
                             let acc = match (k, s) {
-                                (3, 1) => dw_tile::<3, 1>(d, oy, rows, ox, bv),
-                                (3, 2) => dw_tile::<3, 2>(d, oy, rows, ox, bv),
+                                (3, 1) => dw_tile::<3, 1>(d, oy, span, ox, bv),
+                                (3, 2) => dw_tile::<3, 2>(d, oy, span, ox, bv),
                                 _ => {
                                     let mut acc = [bv; 4];
                                     for ky in ky0..ky1 {

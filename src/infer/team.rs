@@ -4,8 +4,9 @@
 //! pool runs the whole plan ([`Team::run`], one `rayon::broadcast`), each layer's tasks are
 //! claimed from counters of that layer (each member's share first, so that a member keeps to
 //! the same rows of the image from layer to layer, then what is left of the others'), and a
-//! thread that runs out of tasks spins until the layer's last task is done. It waits for unfinished work, not for the other threads to
-//! arrive, so a thread that the OS has not scheduled holds nobody up unless it holds a task.
+//! thread that runs out of tasks spins until the layer's last task is done. It waits for
+//! unfinished work, not for the other threads to arrive, so a thread that the OS has not
+//! scheduled holds nobody up unless it holds a task.
 //! With rayon's fork-join per layer instead, the idle thread slept between layers and each
 //! layer paid a wake-up, which on a VM whose vCPUs had idled (a server between requests) cost
 //! more than the second thread gained (docs/performance.md, round 3).
