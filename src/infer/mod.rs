@@ -8,7 +8,11 @@
 //!
 //! - a 1x1 conv as one packed gemm over all pixels, with bias, ReLU6 and the residual add of
 //!   an inverted-residual block fused into the pass that stores the result;
-//! - a depthwise conv as direct loops vectorised over channels, bias and ReLU6 fused;
+//! - a depthwise conv as direct loops vectorised over channels, bias and ReLU6 fused, with
+//!   the 1x1 conv after it on each band of rows as soon as the band is written;
+//! - an inverted residual (1x1 expand, depthwise, 1x1 projection) by bands of rows, a chunk
+//!   at a time in a buffer that stays in cache, so that its expanded map, the largest of the
+//!   network, is never written whole (`InferencePlan::block`);
 //! - any other conv (the stem) as im2col and the same gemm;
 //! - global average pooling and the classifier (a gemm with bias).
 //!
@@ -98,6 +102,8 @@ impl Layer {
 struct Workspace {
     slots: Vec<Vec<f32>>,
     col: Vec<f32>,
+    /// Per thread, the rows of an inverted residual's band (`InferencePlan::block`).
+    band: Vec<f32>,
     pooled: Vec<f32>,
 }
 
@@ -109,9 +115,15 @@ pub struct InferencePlan {
     layers: Vec<Layer>,
     classifier: PackedB,
     classifier_bias: Vec<f32>,
+    /// The layers' calls, in order.
+    steps: Vec<Step>,
     /// The buffer that holds value `v`: the input (`v = 0`) or the output of layer `v - 1`.
     slot_of: Vec<usize>,
     slots: usize,
+    /// Values that one chunk of an inverted residual's band keeps in cache: its expanded
+    /// rows and their depthwise output ([`BLOCK_CHUNK`]; the tests lower it to run many
+    /// chunks on small images).
+    band_values: usize,
     workspaces: Mutex<Vec<Workspace>>,
 }
 
@@ -155,7 +167,8 @@ impl InferencePlan {
         let layers: Vec<Layer> = net.convs.iter().map(|conv| Layer::new(isa, conv)).collect();
         let lin = &net.classifier;
         let classifier = PackedB::new(isa, lin.c_in, lin.c_out, |ci, co| lin.weight[co * lin.c_in + ci]);
-        let (slot_of, slots) = assign_buffers(&layers);
+        let steps = steps(&layers);
+        let (slot_of, slots) = assign_buffers(&layers, &steps);
         Ok(InferencePlan {
             spec: net.spec.clone(),
             isa,
@@ -163,8 +176,10 @@ impl InferencePlan {
             layers,
             classifier,
             classifier_bias: lin.bias.clone(),
+            steps,
             slot_of,
             slots,
+            band_values: BLOCK_CHUNK,
             workspaces: Mutex::new(Vec::new()),
         })
     }
@@ -250,8 +265,22 @@ impl InferencePlan {
             dims.push([oh, ow, layer.c_out]);
         }
         ws.slots.resize_with(self.slots, Vec::new);
+        // Which inverted residuals run by bands: their first two outputs live in the band
+        // buffer of each thread.
+        let members = if team { rayon::current_num_threads() } else { 1 };
+        let banded: Vec<bool> = self.steps.iter().map(|s| s.len == 3 && self.banded(s.first, n, &dims, members)).collect();
+        let mut band_len = 0;
+        let mut in_band = vec![false; dims.len()];
+        for (s, _) in self.steps.iter().zip(&banded).filter(|(_, b)| **b) {
+            band_len = band_len.max(self.chunk(s.first, &dims).2);
+            in_band[s.first + 1] = true;
+            in_band[s.first + 2] = true;
+        }
+        if ws.band.len() < members * band_len {
+            ws.band.resize(members * band_len, 0.0);
+        }
         for (v, d) in dims.iter().enumerate() {
-            let need = n * d[0] * d[1] * d[2];
+            let need = if in_band[v] { 0 } else { n * d[0] * d[1] * d[2] };
             let slot = &mut ws.slots[self.slot_of[v]];
             if slot.len() < need {
                 slot.resize(need, 0.0);
@@ -261,7 +290,15 @@ impl InferencePlan {
             ws.col.resize(col_len, 0.0);
         }
         ws.pooled.resize(n * dims[self.layers.len()][2], 0.0);
-        let bufs = Buffers { slots: ws.slots.iter_mut().map(|s| Buf::new(s)).collect(), col: Buf::new(&mut ws.col), pooled: Buf::new(&mut ws.pooled), out: Buf::new(out) };
+        let bufs = Buffers {
+            slots: ws.slots.iter_mut().map(|s| Buf::new(s)).collect(),
+            col: Buf::new(&mut ws.col),
+            band: Buf::new(&mut ws.band),
+            band_len,
+            banded,
+            pooled: Buf::new(&mut ws.pooled),
+            out: Buf::new(out),
+        };
         if team {
             // Per layer at most two parallel calls (im2col and gemm), then the input, the
             // pooling and the classifier.
@@ -281,7 +318,7 @@ impl InferencePlan {
         // by tasks of later calls, which begin once all its tasks are done, or by the task that
         // wrote those rows (a band of im2col, or of a depthwise output for the 1x1 after it);
         // a buffer is reused only by a layer after the last reader of its value
-        // (`assign_buffers`, which counts a depthwise input as read by the 1x1 after it).
+        // (`assign_buffers`, which counts a step's input as read by all the step's layers).
         let [h, w, c] = dims[0];
         let plane = h * w;
         // NCHW to NHWC, a row of pixels per task.
@@ -304,6 +341,10 @@ impl InferencePlan {
             }
         });
 
+        let input_of = |i: usize| {
+            let [hh, ww, ci] = dims[i];
+            unsafe { slot(i).get(0, n * hh * ww * ci) }
+        };
         // The residual that layer `j` adds, if any.
         let residual = |j: usize| {
             let [oh, ow, co] = dims[j + 1];
@@ -321,13 +362,13 @@ impl InferencePlan {
             let out = Buf::new(unsafe { slot(j + 1).get_mut(m0 * co, m * co) });
             gemm::gemm(isa, a, b.k, m, b, &self.layers[j].bias, self.layers[j].relu6, res, out, co, Par::Serial);
         };
-        let mut i = 0;
-        while i < self.layers.len() {
+        // Layer `i`; a depthwise layer with the 1x1 conv after it when `pair`.
+        let layer_call = |i: usize, pair: bool| {
             let layer = &self.layers[i];
             let [hh, ww, ci] = dims[i];
             let [oh, ow, co] = dims[i + 1];
             let y = slot(i + 1);
-            let x = unsafe { slot(i).get(0, n * hh * ww * ci) };
+            let x = input_of(i);
             match &layer.op {
                 Op::Pointwise(b) => gemm::gemm(isa, x, ci, n * oh * ow, b, &layer.bias, layer.relu6, residual(i), y, co, par),
                 Op::Dense(b) => {
@@ -348,17 +389,28 @@ impl InferencePlan {
                     // A 1x1 conv after it (an inverted residual's projection) runs in the same
                     // tasks, on the rows each task wrote: they are still in its cache, and no
                     // thread waits between the two layers.
-                    let next = pointwise_after_depthwise(&self.layers, i);
-                    depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], y, residual(i), par, next.is_some(), |r0, r1| {
+                    let next = match &self.layers[i + 1].op {
+                        Op::Pointwise(b) if pair => Some(b),
+                        _ => None,
+                    };
+                    depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], y, residual(i), par, pair, |r0, r1| {
                         if let Some(b) = next {
                             let (m0, m) = (r0 * ow, (r1 - r0) * ow);
                             gemm_rows(i + 1, b, unsafe { y.get(m0 * co, m * co) }, m0, m);
                         }
                     });
-                    i += usize::from(next.is_some());
                 }
             }
-            i += 1;
+        };
+        for (&Step { first: i, len }, &banded) in self.steps.iter().zip(&bufs.banded) {
+            match len {
+                3 if banded => self.block(par, i, input_of(i), n, dims, bufs, &gemm_rows),
+                3 => {
+                    layer_call(i, false);
+                    layer_call(i + 1, true);
+                }
+                _ => layer_call(i, len == 2),
+            }
         }
 
         // Global average pooling, then the classifier.
@@ -380,10 +432,114 @@ impl InferencePlan {
     }
 }
 
+impl InferencePlan {
+    /// For the inverted residual whose expand is layer `i`, on maps of `dims`: the depthwise
+    /// output rows of one chunk, the expanded rows it reads, and the values a thread's band
+    /// buffer holds for it (both). As many rows as keep a chunk within `band_values`, and at
+    /// most the map's.
+    fn chunk(&self, i: usize, dims: &[[usize; 3]]) -> (usize, usize, usize) {
+        let dw = &self.layers[i + 1];
+        let ([_, w, c], [oh, ow, _]) = (dims[i + 1], dims[i + 2]);
+        let (k, s) = (dw.kernel, dw.stride);
+        // `rows` output rows read `(rows - 1) * s + k` input rows.
+        let rows = ((self.band_values / c).saturating_sub(k.saturating_sub(s) * w) / (s * w + ow)).clamp(1, oh);
+        let rows_in = (rows - 1) * s + k;
+        (rows, rows_in, (rows_in * w + rows * ow) * c)
+    }
+
+    /// Whether the inverted residual whose expand is layer `i` runs by bands
+    /// ([`InferencePlan::block`]) for `n` images of `dims` on `threads` threads: always on
+    /// one thread; on more when each thread's band has at least twice as many output rows as
+    /// the expanded rows it shares with the next band. On small maps (7x7 on two threads)
+    /// those shared rows cost more than the band saves, and the three convs run one after
+    /// the other.
+    fn banded(&self, i: usize, n: usize, dims: &[[usize; 3]], threads: usize) -> bool {
+        let dw = &self.layers[i + 1];
+        threads == 1 || (n * dims[i + 2][0]) / threads >= 2 * dw.kernel.saturating_sub(dw.stride).max(1)
+    }
+
+    /// The inverted residual whose expand is layer `i`, its three convs as one call, by
+    /// bands of the depthwise output's rows: a task expands the input rows under its band,
+    /// runs the depthwise on them and projects the result, a chunk of rows at a time, in its
+    /// thread's band buffer. The expanded map (the largest of the network) and the depthwise
+    /// output are never written whole, and no thread waits between the three.
+    ///
+    /// A chunk keeps the expanded rows that the next one reads again (`k - s` of them), so
+    /// only the first chunk of a band expands rows that another band expands too.
+    #[allow(clippy::too_many_arguments)]
+    fn block(&self, par: Par<'_>, i: usize, x: &[f32], n: usize, dims: &[[usize; 3]], bufs: &Buffers, project: &impl Fn(usize, &PackedB, &[f32], usize, usize)) {
+        let [e, d, p] = [&self.layers[i], &self.layers[i + 1], &self.layers[i + 2]];
+        let (Op::Pointwise(eb), Op::Depthwise(wt), Op::Pointwise(pb)) = (&e.op, &d.op, &p.op) else {
+            unreachable!("`steps` checked the ops")
+        };
+        let ([h, w, ci], [_, _, c], [oh, ow, _]) = (dims[i], dims[i + 1], dims[i + 2]);
+        let (k, s, pad) = (d.kernel, d.stride, d.pad);
+        let (rows, rows_in, len) = self.chunk(i, dims);
+        assert!(len <= bufs.band_len && x.len() >= n * h * w * ci && wt.len() >= k * k * c && d.bias.len() >= c, "inverted residual: buffer too small");
+        // One band per thread: the rows that two bands both expand are fewest.
+        let band = (n * oh).div_ceil(par.threads());
+        par.for_each((n * oh).div_ceil(band), |t| {
+            // SAFETY: each member runs one task at a time, on its own part of `band`.
+            let scratch = unsafe { bufs.band.get_mut(par.member() * bufs.band_len, len) };
+            let (ebuf, dbuf) = scratch.split_at_mut(rows_in * w * c);
+            let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
+            // The expanded rows `lo..hi` of image `b` that `ebuf` holds.
+            let mut held: Option<(usize, usize, usize)> = None;
+            let mut r = r0;
+            while r < r1 {
+                let (b, cy0) = (r / oh, r % oh);
+                let cy1 = (cy0 + rows).min(oh).min(cy0 + r1 - r);
+                let (lo, hi) = ((cy0 * s).saturating_sub(pad), ((cy1 - 1) * s + k - pad).min(h));
+                let from = match held {
+                    Some((hb, hlo, hhi)) if hb == b && hlo <= lo && lo < hhi => {
+                        ebuf.copy_within((lo - hlo) * w * c..(hhi - hlo) * w * c, 0);
+                        hhi
+                    }
+                    _ => lo,
+                };
+                if from < hi {
+                    let a = &x[(b * h + from) * w * ci..(b * h + hi) * w * ci];
+                    let dst = Buf::new(&mut ebuf[(from - lo) * w * c..(hi - lo) * w * c]);
+                    gemm::gemm(self.isa, a, ci, (hi - from) * w, eb, &e.bias, e.relu6, None, dst, c, Par::Serial);
+                }
+                held = Some((b, lo, hi));
+                let call = DwCall {
+                    x: ebuf.as_ptr(),
+                    x_row0: lo,
+                    h,
+                    w,
+                    c,
+                    wt: wt.as_ptr(),
+                    bias: d.bias.as_ptr(),
+                    k,
+                    stride: s,
+                    pad,
+                    relu6: d.relu6,
+                    y: dbuf.as_mut_ptr(),
+                    y_row0: cy0,
+                    ow,
+                };
+                // SAFETY: `ebuf` holds the input rows `lo..hi` that output rows `cy0..cy1`
+                // read, `dbuf` has room for `rows >= cy1 - cy0` output rows, and the assert
+                // above covers the weights.
+                unsafe { simd::depthwise(self.isa, &call, cy0, cy1) };
+                let m = (cy1 - cy0) * ow;
+                project(i + 2, pb, &dbuf[..m * c], (b * oh + cy0) * ow, m);
+                r += cy1 - cy0;
+            }
+        });
+    }
+}
+
 /// The buffers of one run, as the members of a team share them.
 struct Buffers {
     slots: Vec<Buf>,
     col: Buf,
+    /// `band_len` values per member of the team.
+    band: Buf,
+    band_len: usize,
+    /// Per step, whether it runs by bands ([`InferencePlan::block`]).
+    banded: Vec<bool>,
     pooled: Buf,
     out: Buf,
 }
@@ -393,18 +549,48 @@ struct Buffers {
 /// core, so that the band is still in cache when it is read.
 const CACHED_BAND: usize = 1 << 16;
 
-/// The weights of layer `i + 1` when it is a 1x1 conv after the depthwise layer `i`: the two
-/// run as one, by bands of rows ([`InferencePlan::pass`]).
-fn pointwise_after_depthwise(layers: &[Layer], i: usize) -> Option<&PackedB> {
-    match (&layers[i].op, layers.get(i + 1).map(|l| &l.op)) {
-        (Op::Depthwise(_), Some(Op::Pointwise(b))) => Some(b),
-        _ => None,
+/// Values in a chunk of an inverted residual's band (expanded rows and their depthwise
+/// output): 512 KiB, half of this machine's L2 per core. A quarter was 2-4% slower at
+/// batch 1 on one thread, twice this no faster (docs/performance.md, round 7).
+const BLOCK_CHUNK: usize = 1 << 17;
+
+/// `len` layers from `first` that run as one call of [`InferencePlan::pass`]:
+///
+/// - 3: an inverted residual ([`InferencePlan::block`]): a 1x1 conv, a depthwise conv and a
+///   1x1 conv, the first two without a residual and their outputs read by no shortcut;
+/// - 2: a depthwise conv and the 1x1 conv after it, by bands of rows;
+/// - 1: any other layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    first: usize,
+    len: usize,
+}
+
+/// The calls that run `layers`, taking the longest step at each layer.
+fn steps(layers: &[Layer]) -> Vec<Step> {
+    let read_by_shortcut = |v: usize| layers.iter().any(|l| l.shortcut == Some(v));
+    let mut steps = Vec::new();
+    let mut first = 0;
+    while first < layers.len() {
+        let ops: Vec<&Op> = layers[first..].iter().take(3).map(|l| &l.op).collect();
+        let len = match ops[..] {
+            [Op::Pointwise(_), Op::Depthwise(_), Op::Pointwise(_)]
+                if layers[first].shortcut.is_none() && layers[first + 1].shortcut.is_none() && !read_by_shortcut(first) && !read_by_shortcut(first + 1) =>
+            {
+                3
+            }
+            [Op::Depthwise(_), Op::Pointwise(_), ..] => 2,
+            _ => 1,
+        };
+        steps.push(Step { first, len });
+        first += len;
     }
+    steps
 }
 
 /// Gives every value (the input, then each layer's output) a buffer, reusing a buffer once
 /// its value has no reader left: `(buffer of each value, buffer count)`.
-fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
+fn assign_buffers(layers: &[Layer], steps: &[Step]) -> (Vec<usize>, usize) {
     let values = layers.len() + 1;
     // The last layer that reads each value (the pooling reads the last as "layer L").
     let mut last_use: Vec<usize> = (0..values).collect();
@@ -412,9 +598,14 @@ fn assign_buffers(layers: &[Layer]) -> (Vec<usize>, usize) {
         if let Some(s) = layer.shortcut {
             last_use[s + 1] = last_use[s + 1].max(i);
         }
-        // The depthwise input is read until the 1x1 conv that runs with it has written.
-        if pointwise_after_depthwise(layers, i).is_some() {
-            last_use[i] = last_use[i].max(i + 1);
+    }
+    for &Step { first, len } in steps {
+        // A step's input is read until its last layer has written.
+        last_use[first] = last_use[first].max(first + len - 1);
+        // An inverted residual that does not run by bands runs its depthwise layer with the
+        // 1x1 conv after it: the depthwise input too is read until the last layer.
+        if len == 3 {
+            last_use[first + 1] = last_use[first + 1].max(first + 2);
         }
     }
     let mut slot_of = vec![0; values];
@@ -510,6 +701,7 @@ fn depthwise(
             let oy1 = (oy0 + (r1 - r)).min(oh);
             let d = DwCall {
                 x: x[b * h * w * c..].as_ptr(),
+                x_row0: 0,
                 h,
                 w,
                 c,
@@ -521,6 +713,7 @@ fn depthwise(
                 relu6: layer.relu6,
                 // SAFETY: the assert above covers image `b` of `y`.
                 y: unsafe { y.ptr().add(b * oh * ow * c) },
+                y_row0: 0,
                 ow,
             };
             // SAFETY: the assert above covers image `b` of `x` and `y` and the weights; each

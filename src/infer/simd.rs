@@ -101,9 +101,13 @@ pub(super) struct GemmCall {
 }
 
 /// One depthwise convolution of one image, NHWC, weights `[k * k][c]`.
+///
+/// `x` holds the input's rows from `x_row0` on, and `y` the output's rows from `y_row0` on
+/// (both 0 for whole images; a band of an inverted residual holds only its own rows).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DwCall {
     pub x: *const f32,
+    pub x_row0: usize,
     pub h: usize,
     pub w: usize,
     pub c: usize,
@@ -114,6 +118,7 @@ pub(super) struct DwCall {
     pub pad: usize,
     pub relu6: bool,
     pub y: *mut f32,
+    pub y_row0: usize,
     pub ow: usize,
 }
 
@@ -248,7 +253,7 @@ macro_rules! algorithms {
             let c = d.c;
             let mut acc = [bv; 4];
             for ky in ky0..ky1 {
-                let row = d.x.add(((oy * S + ky - d.pad) * d.w) * c + c0);
+                let row = d.x.add(((oy * S + ky - d.pad - d.x_row0) * d.w) * c + c0);
                 let ix0 = ox * S - d.pad;
                 let mut xs = [zero(); 12];
                 for (t, x) in xs.iter_mut().enumerate().take(3 * S + K) {
@@ -274,7 +279,7 @@ macro_rules! algorithms {
             for oy in oy0..oy1 {
                 let ky0 = pad.saturating_sub(oy * s);
                 let ky1 = k.min((d.h + pad).saturating_sub(oy * s));
-                let yrow = d.y.add(oy * d.ow * c);
+                let yrow = d.y.add((oy - d.y_row0) * d.ow * c);
                 let mut c0 = 0;
                 while c0 < c {
                     let cnt = (c - c0).min(LANES);
@@ -289,7 +294,7 @@ macro_rules! algorithms {
                                 _ => {
                                     let mut acc = [bv; 4];
                                     for ky in ky0..ky1 {
-                                        let row = d.x.add(((oy * s + ky - pad) * d.w) * c + c0);
+                                        let row = d.x.add(((oy * s + ky - pad - d.x_row0) * d.w) * c + c0);
                                         for kx in 0..k {
                                             let wv = loadm(d.wt.add((ky * k + kx) * c + c0), cnt);
                                             let ix = ox * s + kx - pad;
@@ -309,7 +314,7 @@ macro_rules! algorithms {
                         } else {
                             let mut acc = bv;
                             for ky in ky0..ky1 {
-                                let row = d.x.add(((oy * s + ky - pad) * d.w) * c + c0);
+                                let row = d.x.add(((oy * s + ky - pad - d.x_row0) * d.w) * c + c0);
                                 for kx in 0..k {
                                     let ix = (ox * s + kx) as isize - pad as isize;
                                     if ix < 0 || ix >= d.w as isize {

@@ -41,6 +41,14 @@ impl Par<'_> {
             Par::Team(member) => member.team.size,
         }
     }
+
+    /// This thread's place among them, `0..threads()`.
+    pub(crate) fn member(self) -> usize {
+        match self {
+            Par::Serial => 0,
+            Par::Team(member) => member.index,
+        }
+    }
 }
 
 /// The state that the members of one team share.

@@ -151,7 +151,7 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// layer-parallel and the image-parallel paths.
 #[test]
 fn plan_matches_the_reference_forward() {
-    let pool = pool(3);
+    let (pool, pool1) = (pool(3), pool(1));
     // A grey-scale input too: the input transpose has a path of its own for RGB.
     let grey = ModelConfig { input_channels: 1, ..residual_v2() };
     for config in [residual_v2(), v1(), grey] {
@@ -164,15 +164,21 @@ fn plan_matches_the_reference_forward() {
             if config.arch == Arch::UsMobilenetV2 {
                 assert!(fixed.convs.iter().filter(|c| c.shortcut.is_some()).count() >= 2, "the test model has residual blocks");
             }
-            for isa in Isa::available() {
-                let plan = InferencePlan::with_isa(&fixed, isa).unwrap();
-                // 1 image; 3 (layers spread over threads); 2 larger ones (depthwise layers and
-                // the 1x1 convs after them by bands of rows); 14 of 5x6 (images spread).
+            // Inverted residuals by chunks of as many rows as fit the cache, and of one row,
+            // and of a few.
+            for (isa, band_values) in Isa::available().into_iter().flat_map(|isa| [(isa, BLOCK_CHUNK), (isa, 1), (isa, 700)]) {
+                let mut plan = InferencePlan::with_isa(&fixed, isa).unwrap();
+                plan.band_values = band_values;
+                // 1 image; 3 (layers spread over threads, bands across images); 2 larger ones
+                // (depthwise layers and the convs around them by bands of rows); 14 of 5x6
+                // (images spread, and too small for inverted residuals by bands on threads).
                 for shape in [[1, c, 19, 23], [3, c, 17, 16], [2, c, 48, 40], [14, c, 5, 6]] {
                     let x = counter_input("infer.x", shape[0] as u64, shape.iter().product());
                     let want = fixed.forward_reference(&x, shape).unwrap();
                     let got = pool.install(|| plan.forward(&x, shape)).unwrap();
-                    assert_close(&got, &want, 2e-4, &format!("{:?} {spec} {isa:?} {shape:?}", config.arch));
+                    assert_close(&got, &want, 2e-4, &format!("{:?} {spec} {isa:?} {shape:?} band {band_values}", config.arch));
+                    let serial = pool1.install(|| plan.forward(&x, shape)).unwrap();
+                    assert_close(&serial, &want, 2e-4, &format!("{:?} {spec} {isa:?} {shape:?} band {band_values}, 1 thread", config.arch));
                     // Again, on the buffers the first call left behind.
                     let again = pool.install(|| plan.forward(&x, shape)).unwrap();
                     assert_eq!(got, again, "a second call reuses buffers and gives the same logits");
@@ -206,24 +212,37 @@ fn calibrated_forward_matches_burn() {
     }
 }
 
-/// A buffer is not reused while its value has a reader left: the depthwise input lives until
-/// the 1x1 conv after it has written (the two run as one, by bands of rows).
+/// A buffer is not reused while its value has a reader left: a step's input lives until its
+/// last layer has written, and so does the depthwise input of an inverted residual (which
+/// runs as an expand, then a pair, when it does not run by bands).
 #[test]
 fn buffers_outlive_their_readers() {
     let layer = |op: Op, shortcut: Option<usize>| Layer { op, c_out: 4, kernel: 3, stride: 1, pad: 1, bias: vec![0.0; 4], relu6: true, shortcut };
     let pw = || Op::Pointwise(PackedB::new(Isa::Portable, 4, 4, |_, _| 0.0));
     let dw = || Op::Depthwise(vec![0.0; 36]);
-    // Two inverted residuals, the second adding the first's output.
-    let layers = vec![layer(pw(), None), layer(dw(), None), layer(pw(), None), layer(pw(), None), layer(dw(), None), layer(pw(), Some(2))];
-    let (slot_of, slots) = assign_buffers(&layers);
+    // A depthwise pair; two inverted residuals, the second adding the first's output; a
+    // 1x1-depthwise-1x1 whose first output a shortcut reads, so no inverted residual.
+    #[rustfmt::skip]
+    let layers = vec![
+        layer(dw(), None), layer(pw(), None),
+        layer(pw(), None), layer(dw(), None), layer(pw(), None),
+        layer(pw(), None), layer(dw(), None), layer(pw(), Some(4)),
+        layer(pw(), None), layer(dw(), None), layer(pw(), Some(8)),
+    ];
+    let steps = steps(&layers);
+    let spans: Vec<(usize, usize)> = steps.iter().map(|s| (s.first, s.len)).collect();
+    assert_eq!(spans, [(0, 2), (2, 3), (5, 3), (8, 1), (9, 2)]);
+    let (slot_of, slots) = assign_buffers(&layers, &steps);
     assert!(slots <= 4, "buffers are reused: {slot_of:?}");
-    for (v, pair) in slot_of.windows(2).enumerate() {
-        assert_ne!(pair[0], pair[1], "layer {v} writes over its own input: {slot_of:?}");
+    for s in &steps {
+        let (input, last) = (s.first, s.first + s.len);
+        assert!((input + 1..=last).all(|v| slot_of[v] != slot_of[input]), "step {s:?} writes over its input: {slot_of:?}");
+        if s.len == 3 {
+            assert_ne!(slot_of[last], slot_of[input + 1], "inverted residual {s:?} writes over its depthwise input: {slot_of:?}");
+        }
     }
-    for i in [1, 4] {
-        assert_ne!(slot_of[i], slot_of[i + 2], "the 1x1 after depthwise layer {i} writes over the depthwise input: {slot_of:?}");
-    }
-    assert!((4..=6).all(|v| slot_of[v] != slot_of[3]), "the shortcut's value is kept until layer 5: {slot_of:?}");
+    assert!((6..=8).all(|v| slot_of[v] != slot_of[5]), "the shortcut's value is kept until layer 7: {slot_of:?}");
+    assert!((10..=11).all(|v| slot_of[v] != slot_of[9]), "the shortcut's value is kept until layer 10: {slot_of:?}");
 }
 
 #[test]
