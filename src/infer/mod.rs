@@ -10,9 +10,10 @@
 //!   an inverted-residual block fused into the pass that stores the result;
 //! - a depthwise conv as direct loops vectorised over channels, bias and ReLU6 fused, with
 //!   the 1x1 conv after it on each band of rows as soon as the band is written;
-//! - an inverted residual (1x1 expand, depthwise, 1x1 projection) by bands of rows, a chunk
-//!   at a time in a buffer that stays in cache, so that its expanded map, the largest of the
-//!   network, is never written whole (`InferencePlan::block`);
+//! - an inverted residual (1x1 expand, depthwise, 1x1 projection), and the stem with the
+//!   first block after it, by bands of rows, a chunk at a time in a buffer that stays in
+//!   cache, so that the large map between the first conv and the depthwise one is never
+//!   written whole (`InferencePlan::block`);
 //! - any other conv (the stem) as im2col and the same gemm;
 //! - global average pooling and the classifier (a gemm with bias).
 //!
@@ -121,7 +122,7 @@ pub struct InferencePlan {
     slot_of: Vec<usize>,
     slots: usize,
     /// Values that one chunk of an inverted residual's band keeps in cache: its expanded
-    /// rows and their depthwise output ([`BLOCK_CHUNK`]; the tests lower it to run many
+    /// rows (and their im2col, after a stem) and their depthwise output ([`BLOCK_CHUNK`]; the tests lower it to run many
     /// chunks on small images).
     band_values: usize,
     workspaces: Mutex<Vec<Workspace>>,
@@ -441,10 +442,21 @@ impl InferencePlan {
         let dw = &self.layers[i + 1];
         let ([_, w, c], [oh, ow, _]) = (dims[i + 1], dims[i + 2]);
         let (k, s) = (dw.kernel, dw.stride);
+        // Values per input row (expanded, and its im2col) and per output row.
+        let (per_in, per_out) = (w * (c + self.im2col_depth(i)), ow * c);
         // `rows` output rows read `(rows - 1) * s + k` input rows.
-        let rows = ((self.band_values / c).saturating_sub(k.saturating_sub(s) * w) / (s * w + ow)).clamp(1, oh);
+        let rows = (self.band_values.saturating_sub(k.saturating_sub(s) * per_in) / (s * per_in + per_out)).clamp(1, oh);
         let rows_in = (rows - 1) * s + k;
-        (rows, rows_in, (rows_in * w + rows * ow) * c)
+        (rows, rows_in, rows_in * per_in + rows * per_out)
+    }
+
+    /// Values per pixel of the im2col of layer `i`: 0 for a 1x1 conv, which reads its input
+    /// as it is.
+    fn im2col_depth(&self, i: usize) -> usize {
+        match &self.layers[i].op {
+            Op::Dense(b) => b.k,
+            _ => 0,
+        }
     }
 
     /// Whether the inverted residual whose expand is layer `i` runs by bands
@@ -464,24 +476,30 @@ impl InferencePlan {
     /// thread's band buffer. The expanded map (the largest of the network) and the depthwise
     /// output are never written whole, and no thread waits between the three.
     ///
+    /// The first conv may also be a dense one, the stem before the first block: its rows
+    /// then come from their im2col, also in the band buffer.
+    ///
     /// A chunk keeps the expanded rows that the next one reads again (`k - s` of them), so
     /// only the first chunk of a band expands rows that another band expands too.
     #[allow(clippy::too_many_arguments)]
     fn block(&self, par: Par<'_>, i: usize, x: &[f32], n: usize, dims: &[[usize; 3]], bufs: &Buffers, project: &impl Fn(usize, &PackedB, &[f32], usize, usize)) {
         let [e, d, p] = [&self.layers[i], &self.layers[i + 1], &self.layers[i + 2]];
-        let (Op::Pointwise(eb), Op::Depthwise(wt), Op::Pointwise(pb)) = (&e.op, &d.op, &p.op) else {
+        let (Op::Pointwise(eb) | Op::Dense(eb), Op::Depthwise(wt), Op::Pointwise(pb)) = (&e.op, &d.op, &p.op) else {
             unreachable!("`steps` checked the ops")
         };
-        let ([h, w, ci], [_, _, c], [oh, ow, _]) = (dims[i], dims[i + 1], dims[i + 2]);
+        let ([h0, w0, ci], [h, w, c], [oh, ow, _]) = (dims[i], dims[i + 1], dims[i + 2]);
         let (k, s, pad) = (d.kernel, d.stride, d.pad);
         let (rows, rows_in, len) = self.chunk(i, dims);
-        assert!(len <= bufs.band_len && x.len() >= n * h * w * ci && wt.len() >= k * k * c && d.bias.len() >= c, "inverted residual: buffer too small");
+        let depth = self.im2col_depth(i);
+        assert!(len <= bufs.band_len && x.len() >= n * h0 * w0 * ci && wt.len() >= k * k * c && d.bias.len() >= c, "inverted residual: buffer too small");
         // One band per thread: the rows that two bands both expand are fewest.
         let band = (n * oh).div_ceil(par.threads());
         par.for_each((n * oh).div_ceil(band), |t| {
             // SAFETY: each member runs one task at a time, on its own part of `band`.
             let scratch = unsafe { bufs.band.get_mut(par.member() * bufs.band_len, len) };
-            let (ebuf, dbuf) = scratch.split_at_mut(rows_in * w * c);
+            let (ebuf, rest) = scratch.split_at_mut(rows_in * w * c);
+            let (dbuf, col) = rest.split_at_mut(rows * ow * c);
+            debug_assert_eq!(col.len(), rows_in * w * depth);
             let (r0, r1) = (t * band, ((t + 1) * band).min(n * oh));
             // The expanded rows `lo..hi` of image `b` that `ebuf` holds.
             let mut held: Option<(usize, usize, usize)> = None;
@@ -498,9 +516,18 @@ impl InferencePlan {
                     _ => lo,
                 };
                 if from < hi {
-                    let a = &x[(b * h + from) * w * ci..(b * h + hi) * w * ci];
+                    // The first conv's rows `from..hi`: a 1x1 conv reads them from its input,
+                    // another conv from their im2col.
+                    let a = if depth == 0 {
+                        &x[(b * h + from) * w * ci..(b * h + hi) * w * ci]
+                    } else {
+                        for (row, dst) in (from..hi).zip(col.chunks_exact_mut(w * depth)) {
+                            im2col_row(x, [n, h0, w0, ci], e, [h, w], b * h + row, dst);
+                        }
+                        &col[..(hi - from) * w * depth]
+                    };
                     let dst = Buf::new(&mut ebuf[(from - lo) * w * c..(hi - lo) * w * c]);
-                    gemm::gemm(self.isa, a, ci, (hi - from) * w, eb, &e.bias, e.relu6, None, dst, c, Par::Serial);
+                    gemm::gemm(self.isa, a, eb.k, (hi - from) * w, eb, &e.bias, e.relu6, None, dst, c, Par::Serial);
                 }
                 held = Some((b, lo, hi));
                 let call = DwCall {
@@ -556,8 +583,9 @@ const BLOCK_CHUNK: usize = 1 << 17;
 
 /// `len` layers from `first` that run as one call of [`InferencePlan::pass`]:
 ///
-/// - 3: an inverted residual ([`InferencePlan::block`]): a 1x1 conv, a depthwise conv and a
-///   1x1 conv, the first two without a residual and their outputs read by no shortcut;
+/// - 3: an inverted residual ([`InferencePlan::block`]): a 1x1 conv (or a stem: any dense
+///   conv), a depthwise conv and a 1x1 conv, the first two without a residual and their
+///   outputs read by no shortcut;
 /// - 2: a depthwise conv and the 1x1 conv after it, by bands of rows;
 /// - 1: any other layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -574,7 +602,7 @@ fn steps(layers: &[Layer]) -> Vec<Step> {
     while first < layers.len() {
         let ops: Vec<&Op> = layers[first..].iter().take(3).map(|l| &l.op).collect();
         let len = match ops[..] {
-            [Op::Pointwise(_), Op::Depthwise(_), Op::Pointwise(_)]
+            [Op::Pointwise(_) | Op::Dense(_), Op::Depthwise(_), Op::Pointwise(_)]
                 if layers[first].shortcut.is_none() && layers[first + 1].shortcut.is_none() && !read_by_shortcut(first) && !read_by_shortcut(first + 1) =>
             {
                 3
