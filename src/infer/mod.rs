@@ -122,8 +122,8 @@ pub struct InferencePlan {
     slot_of: Vec<usize>,
     slots: usize,
     /// Values that one chunk of an inverted residual's band keeps in cache: its expanded
-    /// rows (and their im2col, after a stem) and their depthwise output ([`BLOCK_CHUNK`]; the tests lower it to run many
-    /// chunks on small images).
+    /// rows (and their im2col, after a stem) and their depthwise output ([`BLOCK_CHUNK`];
+    /// the tests lower it to run many chunks on small images).
     band_values: usize,
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -390,8 +390,8 @@ impl InferencePlan {
                     // A 1x1 conv after it (an inverted residual's projection) runs in the same
                     // tasks, on the rows each task wrote: they are still in its cache, and no
                     // thread waits between the two layers.
-                    let next = match &self.layers[i + 1].op {
-                        Op::Pointwise(b) if pair => Some(b),
+                    let next = match self.layers.get(i + 1).map(|l| &l.op) {
+                        Some(Op::Pointwise(b)) if pair => Some(b),
                         _ => None,
                     };
                     depthwise(isa, x, [n, hh, ww, ci], wt, layer, [oh, ow], y, residual(i), par, pair, |r0, r1| {

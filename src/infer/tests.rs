@@ -234,6 +234,9 @@ fn buffers_outlive_their_readers() {
     assert_eq!(spans, [(0, 2), (2, 3), (5, 3), (8, 1), (9, 2)]);
     let (slot_of, slots) = assign_buffers(&layers, &steps);
     assert!(slots <= 4, "buffers are reused: {slot_of:?}");
+    for (v, pair) in slot_of.windows(2).enumerate() {
+        assert_ne!(pair[0], pair[1], "layer {v} writes over its own input: {slot_of:?}");
+    }
     for s in &steps {
         let (input, last) = (s.first, s.first + s.len);
         assert!((input + 1..=last).all(|v| slot_of[v] != slot_of[input]), "step {s:?} writes over its input: {slot_of:?}");
@@ -243,6 +246,26 @@ fn buffers_outlive_their_readers() {
     }
     assert!((6..=8).all(|v| slot_of[v] != slot_of[5]), "the shortcut's value is kept until layer 7: {slot_of:?}");
     assert!((10..=11).all(|v| slot_of[v] != slot_of[9]), "the shortcut's value is kept until layer 10: {slot_of:?}");
+}
+
+/// A chain may end with a depthwise layer, which then runs alone (no 1x1 conv after it).
+#[test]
+fn a_chain_may_end_with_a_depthwise_layer() {
+    let spec: WidthSpec = "1".parse().unwrap();
+    let (cal, _) = calibrated(&v1(), std::slice::from_ref(&spec), [2, 3, 8, 8]);
+    let mut fixed = cal.fixed(&spec).unwrap();
+    fixed.convs.pop();
+    assert!(fixed.convs.last().unwrap().depthwise, "v1 ends with a depthwise-1x1 pair");
+    let c = fixed.convs.last().unwrap().c_out;
+    let classes = fixed.classifier.c_out;
+    fixed.classifier.c_in = c;
+    fixed.classifier.weight = counter_input("infer.tail", 0, classes * c);
+    let plan = InferencePlan::new(&fixed).unwrap();
+    for (threads, shape) in [(1, [1, 3, 9, 7]), (3, [2, 3, 16, 12])] {
+        let x = counter_input("infer.x", 9, shape.iter().product());
+        let got = pool(threads).install(|| plan.forward(&x, shape)).unwrap();
+        assert_close(&got, &fixed.forward_reference(&x, shape).unwrap(), 2e-4, &format!("{threads} threads {shape:?}"));
+    }
 }
 
 #[test]
