@@ -308,8 +308,7 @@ impl CalibratedModel {
         if crate::ops::enabled(&x.device()) && crate::infer::enabled() {
             let plan = self.plan(spec)?;
             let (device, shape) = (x.device(), x.dims());
-            let values: Vec<f32> = x.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::InvalidConfig(format!("reading the input tensor: {e:?}")))?;
-            let logits = plan.forward(&values, shape)?;
+            let logits = crate::ops::with_values(x, |values| plan.forward(values, shape)).map_err(|e| Error::InvalidConfig(format!("reading the input tensor: {e}")))??;
             let classes = plan.num_classes();
             return Ok(Tensor::from_data(burn::tensor::TensorData::new(logits, [shape[0], classes]), &device));
         }
