@@ -82,6 +82,29 @@ pub(crate) struct Residual<'a> {
 /// set (checked once per call, before any kernel runs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias: &[f32], relu6: bool, res: Option<Residual<'_>>, c: Buf, ldc: usize, par: Par<'_>) {
+    assert!(lda >= b.k, "gemm: lhs rows overlap");
+    gemm_taps(isa, Taps { values: a, ld: lda, run: b.k, run_stride: 0 }, m, b, bias, relu6, res, c, ldc, par);
+}
+
+/// The left-hand side of a gemm whose row `i` is read in runs of `run` values, run `j` from
+/// `values[i * ld + j * run_stride..]`. A conv on a zero-padded NHWC image reads its taps so,
+/// from the image itself: a run is one kernel row (`k * c` values), `ld` the stride between
+/// outputs (`stride * c`), `run_stride` an image row. Rows may overlap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Taps<'a> {
+    pub values: &'a [f32],
+    pub ld: usize,
+    pub run: usize,
+    pub run_stride: usize,
+}
+
+/// [`gemm`] whose left-hand rows are read as `a` says.
+///
+/// # Panics
+///
+/// As [`gemm`]'s, and when the runs do not tile the depth.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_taps(isa: Isa, a: Taps<'_>, m: usize, b: &PackedB, bias: &[f32], relu6: bool, res: Option<Residual<'_>>, c: Buf, ldc: usize, par: Par<'_>) {
     let (k, n) = (b.k, b.n);
     if m == 0 || n == 0 {
         return;
@@ -89,17 +112,22 @@ pub(crate) fn gemm(isa: Isa, a: &[f32], lda: usize, m: usize, b: &PackedB, bias:
     // Every layer has input channels, so every product has a depth.
     assert!(k > 0, "gemm: empty depth");
     assert_eq!(b.isa, isa, "gemm: operand packed for another instruction set");
-    assert!(lda >= k && a.len() >= (m - 1) * lda + k, "gemm: lhs too small");
+    assert!(a.run > 0 && k % a.run == 0, "gemm: runs of {} values do not tile a depth of {k}", a.run);
+    let runs = k / a.run;
+    assert!(a.values.len() >= (m - 1) * a.ld + (runs - 1) * a.run_stride + a.run, "gemm: lhs too small");
     assert!(ldc >= n && c.len() >= (m - 1) * ldc + n, "gemm: destination too small");
     assert!(bias.len() >= n, "gemm: bias too small");
     if let Some(r) = &res {
         assert!(r.cols <= n && r.ld >= r.cols && r.values.len() >= (m - 1) * r.ld + r.cols, "gemm: residual too small");
     }
-    // Depth per pass: the whole of `k` when a panel's rows fit L1 beside the tile's rows.
-    let kc = if k <= 384 { k } else { k.div_ceil(k.div_ceil(256)) };
+    // Depth per pass: the whole of `k` when a panel's rows fit L1 beside the tile's rows (and
+    // always when the rows come in runs, which the kernels read in one pass).
+    let kc = if k <= 384 || runs > 1 { k } else { k.div_ceil(k.div_ceil(256)) };
     let call = GemmCall {
-        a: a.as_ptr(),
-        lda,
+        a: a.values.as_ptr(),
+        lda: a.ld,
+        run: a.run,
+        run_stride: a.run_stride,
         k,
         n,
         b: b.values().as_ptr(),
@@ -170,6 +198,35 @@ mod tests {
 
     fn values(seed: u64, len: usize) -> Vec<f32> {
         crate::init::counter_input("infer.gemm", seed, len)
+    }
+
+    /// Rows read in runs (a conv's taps on a padded image): overlapping rows, as many runs as
+    /// kernel rows, on every instruction set, odd widths and the parallel path, against the
+    /// plain gemm's definition on the rows written out.
+    #[test]
+    fn gemm_taps_reads_rows_in_runs() {
+        // (rows, values per run, runs, row stride, run stride, columns)
+        let shapes = [(13, 9, 3, 6, 70, 32), (50, 9, 3, 3, 160, 16), (7, 5, 2, 5, 11, 33), (1, 3, 1, 1, 0, 8), (300, 21, 7, 6, 1900, 24)];
+        for isa in Isa::available() {
+            for (si, &(m, run, runs, ld, run_stride, n)) in shapes.iter().enumerate() {
+                let k = run * runs;
+                let x = values(400 + si as u64, (m - 1) * ld + (runs - 1) * run_stride + run);
+                let rows: Vec<f32> = (0..m).flat_map(|i| (0..k).map(move |kk| (i, kk))).map(|(i, kk)| x[i * ld + (kk / run) * run_stride + kk % run]).collect();
+                let bm = values(500 + si as u64, k * n);
+                let bias = values(600 + si as u64, n);
+                let packed = PackedB::new(isa, k, n, |kk, j| bm[kk * n + j]);
+                let want = reference(&rows, k, m, k, n, &bm, &bias, true, None);
+                for parallel in [false, true] {
+                    let mut c = vec![f32::NAN; m * n];
+                    let out = Buf::new(&mut c);
+                    let taps = Taps { values: &x, ld, run, run_stride };
+                    on_threads(if parallel { 3 } else { 1 }, |par| gemm_taps(isa, taps, m, &packed, &bias, true, None, out, n, par));
+                    for (i, (&g, &w)) in c.iter().zip(&want).enumerate() {
+                        assert!((f64::from(g) - w).abs() <= 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt(), "{isa:?} shape {si} par={parallel} [{}, {}]: {g} vs {w}", i / n, i % n);
+                    }
+                }
+            }
+        }
     }
 
     /// Every instruction set, odd sizes (tails of rows, of vectors and of panels), several

@@ -257,12 +257,10 @@ impl InferencePlan {
         let mut dims = Vec::with_capacity(self.layers.len() + 1);
         dims.push([h, w, self.input_channels]);
         let mut col_len = 0;
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
             let [hh, ww, _] = dims[dims.len() - 1];
             let (oh, ow) = (layer.out_size(hh), layer.out_size(ww));
-            if let Op::Dense(b) = &layer.op {
-                col_len = col_len.max(n * oh * ow * b.k);
-            }
+            col_len = col_len.max(n * oh * ow * self.im2col_depth(i));
             dims.push([oh, ow, layer.c_out]);
         }
         ws.slots.resize_with(self.slots, Vec::new);
@@ -280,8 +278,13 @@ impl InferencePlan {
         if ws.band.len() < members * band_len {
             ws.band.resize(members * band_len, 0.0);
         }
+        let pad = self.input_pad();
         for (v, d) in dims.iter().enumerate() {
-            let need = if in_band[v] { 0 } else { n * d[0] * d[1] * d[2] };
+            let need = match v {
+                0 => n * (d[0] + 2 * pad) * (d[1] + 2 * pad) * d[2],
+                _ if in_band[v] => 0,
+                _ => n * d[0] * d[1] * d[2],
+            };
             let slot = &mut ws.slots[self.slot_of[v]];
             if slot.len() < need {
                 slot.resize(need, 0.0);
@@ -322,11 +325,24 @@ impl InferencePlan {
         // (`assign_buffers`, which counts a step's input as read by all the step's layers).
         let [h, w, c] = dims[0];
         let plane = h * w;
-        // NCHW to NHWC, a row of pixels per task.
+        // NCHW to NHWC, a row of pixels per task, within a zero border of `pad` pixels when
+        // the first layer reads its taps from there.
+        let pad = self.input_pad();
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
         par.for_each(n * h, |r| {
             let (b, y) = (r / h, r % h);
             let img = &input[b * c * plane..(b + 1) * c * plane];
-            let dst = unsafe { slot(0).get_mut((b * plane + y * w) * c, w * c) };
+            if pad > 0 {
+                // This row's border pixels, and the border rows above or below the image.
+                let row = |py: usize| unsafe { slot(0).get_mut((b * hp + py) * wp * c, wp * c) };
+                let padded = row(y + pad);
+                padded[..pad * c].fill(0.0);
+                padded[(pad + w) * c..].fill(0.0);
+                let above = if y == 0 { 0..pad } else { 0..0 };
+                let below = if y == h - 1 { h + pad..hp } else { 0..0 };
+                above.chain(below).for_each(|py| row(py).fill(0.0));
+            }
+            let dst = unsafe { slot(0).get_mut(((b * hp + y + pad) * wp + pad) * c, w * c) };
             if c == 3 {
                 // An RGB image: its three rows zipped, no index arithmetic per value.
                 let [red, green, blue] = [0, 1, 2].map(|ch| &img[ch * plane + y * w..][..w]);
@@ -344,7 +360,8 @@ impl InferencePlan {
 
         let input_of = |i: usize| {
             let [hh, ww, ci] = dims[i];
-            unsafe { slot(i).get(0, n * hh * ww * ci) }
+            let pad = if i == 0 { pad } else { 0 };
+            unsafe { slot(i).get(0, n * (hh + 2 * pad) * (ww + 2 * pad) * ci) }
         };
         // The residual that layer `j` adds, if any.
         let residual = |j: usize| {
@@ -372,6 +389,16 @@ impl InferencePlan {
             let x = input_of(i);
             match &layer.op {
                 Op::Pointwise(b) => gemm::gemm(isa, x, ci, n * oh * ow, b, &layer.bias, layer.relu6, residual(i), y, co, par),
+                Op::Dense(_) if i == 0 => {
+                    // The first layer reads its taps from the padded input, by bands of rows.
+                    let band = (n * oh).div_ceil(4 * par.threads());
+                    par.for_each((n * oh).div_ceil(band), |t| {
+                        for r in t * band..((t + 1) * band).min(n * oh) {
+                            let out = Buf::new(unsafe { y.get_mut(r * ow * co, ow * co) });
+                            self.first_conv_row(x, [hh, ww, ci], r, out);
+                        }
+                    });
+                }
                 Op::Dense(b) => {
                     // im2col and gemm by bands of output rows, each band on one thread: its
                     // rows of `col` are still in that thread's cache when the gemm reads them,
@@ -451,12 +478,37 @@ impl InferencePlan {
     }
 
     /// Values per pixel of the im2col of layer `i`: 0 for a 1x1 conv, which reads its input
-    /// as it is.
+    /// as it is, and for the first layer, which reads its taps from the padded input
+    /// ([`InferencePlan::first_conv_row`]).
     fn im2col_depth(&self, i: usize) -> usize {
         match &self.layers[i].op {
-            Op::Dense(b) => b.k,
+            Op::Dense(b) if i > 0 => b.k,
             _ => 0,
         }
+    }
+
+    /// The zero border around the NHWC input: the first layer's padding when it is a dense
+    /// conv (a stem), which then reads its taps from there; else none.
+    fn input_pad(&self) -> usize {
+        match self.layers.first() {
+            Some(Layer { op: Op::Dense(_), pad, .. }) => *pad,
+            _ => 0,
+        }
+    }
+
+    /// Output row `r` (counted over the images) of the first layer, a dense conv, into `out`:
+    /// one gemm whose rows read the taps from the input `x` of `[h, w, c]` images inside a
+    /// border of [`InferencePlan::input_pad`], without an im2col.
+    fn first_conv_row(&self, x: &[f32], [h, w, c]: [usize; 3], r: usize, out: Buf) {
+        let layer = &self.layers[0];
+        let Op::Dense(b) = &layer.op else { unreachable!("only a dense first layer reads taps") };
+        let (k, s, pad) = (layer.kernel, layer.stride, layer.pad);
+        let (oh, ow) = (layer.out_size(h), layer.out_size(w));
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        let (img, oy) = (r / oh, r % oh);
+        // Output (oy, ox) reads padded rows `oy * s..oy * s + k`, pixels from `ox * s` on.
+        let taps = gemm::Taps { values: &x[(img * hp + oy * s) * wp * c..], ld: s * c, run: k * c, run_stride: wp * c };
+        gemm::gemm_taps(self.isa, taps, ow, b, &layer.bias, layer.relu6, None, out, layer.c_out, Par::Serial);
     }
 
     /// Whether the inverted residual whose expand is layer `i` runs by bands
@@ -515,7 +567,13 @@ impl InferencePlan {
                     }
                     _ => lo,
                 };
-                if from < hi {
+                if from < hi && i == 0 && matches!(e.op, Op::Dense(_)) {
+                    // The stem's rows, their taps read from the padded input.
+                    for row in from..hi {
+                        let dst = Buf::new(&mut ebuf[(row - lo) * w * c..(row - lo + 1) * w * c]);
+                        self.first_conv_row(x, [h0, w0, ci], b * h + row, dst);
+                    }
+                } else if from < hi {
                     // The first conv's rows `from..hi`: a 1x1 conv reads them from its input,
                     // another conv from their im2col.
                     let a = if depth == 0 {

@@ -81,10 +81,17 @@ impl Isa {
 /// `b` is packed in panels of `nv * lanes` columns: panel `p` holds `b[kk][p * nr + j]` at
 /// `p * k * nr + kk * nr + j`, zero past column `n`. The epilogue adds `bias[col]`, clamps to
 /// `[0, 6]` when `relu6`, then adds `res[row * ldres + col]` for `col < res_cols`.
+///
+/// Row `i` of `a` is read in runs of `run` values, run `j` from `a + i * lda + j * run_stride`
+/// (one run, `run = k`, for a plain matrix; several only when `kc = k`). So a conv on a zero-padded NHWC image reads its
+/// taps from the image itself, without an im2col: a run is a kernel row's `k * c` values,
+/// `lda` the stride of the outputs, `run_stride` an image row.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct GemmCall {
     pub a: *const f32,
     pub lda: usize,
+    pub run: usize,
+    pub run_stride: usize,
     pub k: usize,
     pub n: usize,
     pub b: *const f32,
@@ -160,19 +167,13 @@ macro_rules! algorithms {
             res: *const f32, rcols: usize, first: bool, last: bool,
         ) {
             let mut acc = [[zero(); NV]; MR];
-            let mut bp = b;
-            for kk in 0..kc {
-                let mut bv = [zero(); NV];
-                for v in 0..NV {
-                    bv[v] = load(bp.add(v * LANES));
+            if g.run >= kc {
+                acc = dot::<MR, NV>(acc, a, g.lda, kc, b);
+            } else {
+                // The rows' runs, one after the other.
+                for j in 0..kc / g.run {
+                    acc = dot::<MR, NV>(acc, a.add(j * g.run_stride), g.lda, g.run, b.add(j * g.run * NV * LANES));
                 }
-                for i in 0..MR {
-                    let av = splat_from(a.add(i * g.lda + kk));
-                    for v in 0..NV {
-                        acc[i][v] = fma(av, bv[v], acc[i][v]);
-                    }
-                }
-                bp = bp.add(NV * LANES);
             }
             for v in 0..NV {
                 let col = v * LANES;
@@ -200,6 +201,27 @@ macro_rules! algorithms {
                     storem(cp, x, cnt);
                 }
             }
+        }
+
+        /// `acc` plus the products of `MR` rows of `a` (`lda` apart) by `kc` rows of a panel.
+        $(#[$attr])*
+        #[inline]
+        unsafe fn dot<const MR: usize, const NV: usize>(mut acc: [[V; NV]; MR], a: *const f32, lda: usize, kc: usize, b: *const f32) -> [[V; NV]; MR] {
+            let mut bp = b;
+            for kk in 0..kc {
+                let mut bv = [zero(); NV];
+                for v in 0..NV {
+                    bv[v] = load(bp.add(v * LANES));
+                }
+                for i in 0..MR {
+                    let av = splat_from(a.add(i * lda + kk));
+                    for v in 0..NV {
+                        acc[i][v] = fma(av, bv[v], acc[i][v]);
+                    }
+                }
+                bp = bp.add(NV * LANES);
+            }
+            acc
         }
 
         /// Rows `m0..m1` and panels `p0..p1` of `g`.

@@ -171,8 +171,9 @@ fn plan_matches_the_reference_forward() {
                 plan.band_values = band_values;
                 // 1 image; 3 (layers spread over threads, bands across images); 2 larger ones
                 // (depthwise layers and the convs around them by bands of rows); 14 of 5x6
-                // (images spread, and too small for inverted residuals by bands on threads).
-                for shape in [[1, c, 19, 23], [3, c, 17, 16], [2, c, 48, 40], [14, c, 5, 6]] {
+                // (images spread, and too small for inverted residuals by bands on threads); 2
+                // of one row (the padded input's top and bottom borders both in one task).
+                for shape in [[1, c, 19, 23], [3, c, 17, 16], [2, c, 48, 40], [14, c, 5, 6], [2, c, 1, 9]] {
                     let x = counter_input("infer.x", shape[0] as u64, shape.iter().product());
                     let want = fixed.forward_reference(&x, shape).unwrap();
                     let got = pool.install(|| plan.forward(&x, shape)).unwrap();
