@@ -262,23 +262,24 @@ macro_rules! algorithms {
             }
         }
 
-        /// Four interior outputs `ox..ox + 4` of row `oy`, channels `c0..c0 + cnt`, taps of
+        /// `T` interior outputs `ox..ox + T` of row `oy`, channels `c0..c0 + cnt`, taps of
         /// rows `ky0..ky1`, for a kernel and stride known at compile time: each input under
-        /// the four is loaded once (6 loads instead of 12 per kernel row at stride 1, 9 at
-        /// stride 2), and the sums are the general loop's, in its order.
+        /// the `T` is loaded once (at `T = 4`, 6 loads instead of 12 per kernel row at stride
+        /// 1, 9 at stride 2), `T` sums are in flight at once (a sum's FMAs depend on each
+        /// other), and the sums are the general loop's, in its order.
         $(#[$attr])*
         #[inline]
-        unsafe fn dw_tile<const K: usize, const S: usize>(d: &DwCall, oy: usize, (ky0, ky1, c0, cnt): (usize, usize, usize, usize), ox: usize, bv: V) -> [V; 4] {
-            // The inputs under four outputs, `3 * S + K`, must fit `xs`: a larger pair would
-            // read zeros past it, so it does not compile.
-            const { assert!(3 * S + K <= 12, "dw_tile: the kernel and stride read more inputs than it holds") };
+        unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(d: &DwCall, oy: usize, (ky0, ky1, c0, cnt): (usize, usize, usize, usize), ox: usize, bv: V) -> [V; T] {
+            // The inputs under `T` outputs, `(T - 1) * S + K`, must fit `xs`: a larger
+            // triple would read zeros past it, so it does not compile.
+            const { assert!((T - 1) * S + K <= 20, "dw_tile: the tile, kernel and stride read more inputs than it holds") };
             let c = d.c;
-            let mut acc = [bv; 4];
+            let mut acc = [bv; T];
             for ky in ky0..ky1 {
                 let row = d.x.add(((oy * S + ky - d.pad - d.x_row0) * d.w) * c + c0);
                 let ix0 = ox * S - d.pad;
-                let mut xs = [zero(); 12];
-                for (t, x) in xs.iter_mut().enumerate().take(3 * S + K) {
+                let mut xs = [zero(); 20];
+                for (t, x) in xs.iter_mut().enumerate().take((T - 1) * S + K) {
                     *x = loadm(row.add((ix0 + t) * c), cnt);
                 }
                 for kx in 0..K {
@@ -308,11 +309,21 @@ macro_rules! algorithms {
                     let bv = loadm(d.bias.add(c0), cnt);
                     let mut ox = 0;
                     while ox < d.ow {
-                        if ox >= lo && ox + 4 <= hi {
-                            let span = (ky0, ky1, c0, cnt);
+                        let span = (ky0, ky1, c0, cnt);
+                        if ox >= lo && ox + DW_TILE <= hi && k == 3 && s <= 2 {
+                            let acc = match s {
+                                1 => dw_tile::<3, 1, DW_TILE>(d, oy, span, ox, bv),
+                                _ => dw_tile::<3, 2, DW_TILE>(d, oy, span, ox, bv),
+                            };
+                            for (j, a) in acc.iter().enumerate() {
+                                let v = if d.relu6 { clamp6(*a) } else { *a };
+                                storem(yrow.add((ox + j) * c + c0), v, cnt);
+                            }
+                            ox += DW_TILE;
+                        } else if ox >= lo && ox + 4 <= hi {
                             let acc = match (k, s) {
-                                (3, 1) => dw_tile::<3, 1>(d, oy, span, ox, bv),
-                                (3, 2) => dw_tile::<3, 2>(d, oy, span, ox, bv),
+                                (3, 1) => dw_tile::<3, 1, 4>(d, oy, span, ox, bv),
+                                (3, 2) => dw_tile::<3, 2, 4>(d, oy, span, ox, bv),
                                 _ => {
                                     let mut acc = [bv; 4];
                                     for ky in ky0..ky1 {
@@ -365,6 +376,9 @@ pub(super) mod avx512 {
     use super::{DwCall, GemmCall, MB};
 
     const LANES: usize = 16;
+    /// Depthwise outputs per tile: 8 sums in flight, 17 inputs at stride 2, all in the 32
+    /// vector registers.
+    const DW_TILE: usize = 8;
     type V = __m512;
 
     #[inline]
@@ -423,6 +437,8 @@ pub(super) mod avx2 {
     use super::{DwCall, GemmCall, MB};
 
     const LANES: usize = 8;
+    /// Depthwise outputs per tile: what the 16 vector registers hold.
+    const DW_TILE: usize = 4;
     type V = __m256;
 
     #[inline]
@@ -483,6 +499,8 @@ pub(super) mod portable {
     use super::{DwCall, GemmCall, MB};
 
     const LANES: usize = 8;
+    /// Depthwise outputs per tile.
+    const DW_TILE: usize = 4;
 
     #[derive(Clone, Copy)]
     struct V([f32; LANES]);
