@@ -262,11 +262,13 @@ macro_rules! algorithms {
             }
         }
 
-        /// `T` interior outputs `ox..ox + T` of row `oy`, channels `c0..c0 + cnt`, taps of
-        /// rows `ky0..ky1`, for a kernel and stride known at compile time: each input under
-        /// the `T` is loaded once (at `T = 4`, 6 loads instead of 12 per kernel row at stride
-        /// 1, 9 at stride 2), `T` sums are in flight at once (a sum's FMAs depend on each
-        /// other), and the sums are the general loop's, in its order.
+        /// `T` outputs `ox..ox + T` of row `oy`, channels `c0..c0 + cnt`, taps of rows
+        /// `ky0..ky1`, for a kernel and stride known at compile time: each input under the `T`
+        /// is loaded once (at `T = 4`, 6 loads instead of 12 per kernel row at stride 1, 9 at
+        /// stride 2), `T` sums are in flight at once (a sum's FMAs depend on each other), and
+        /// the sums are the general loop's, in its order. Inputs left or right of the row
+        /// read as zeros, so a tile may cover the row's ends and run past it (the caller
+        /// stores only the outputs that exist).
         $(#[$attr])*
         #[inline]
         unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(d: &DwCall, oy: usize, (ky0, ky1, c0, cnt): (usize, usize, usize, usize), ox: usize, bv: V) -> [V; T] {
@@ -277,10 +279,13 @@ macro_rules! algorithms {
             let mut acc = [bv; T];
             for ky in ky0..ky1 {
                 let row = d.x.add(((oy * S + ky - d.pad - d.x_row0) * d.w) * c + c0);
-                let ix0 = ox * S - d.pad;
                 let mut xs = [zero(); 20];
                 for (t, x) in xs.iter_mut().enumerate().take((T - 1) * S + K) {
-                    *x = loadm(row.add((ix0 + t) * c), cnt);
+                    // `ix = ox * S - pad + t`, inside the row or not.
+                    let ix = (ox * S + t).wrapping_sub(d.pad);
+                    if ix < d.w {
+                        *x = loadm(row.add(ix * c), cnt);
+                    }
                 }
                 for kx in 0..K {
                     let wv = loadm(d.wt.add((ky * K + kx) * c + c0), cnt);
@@ -296,7 +301,8 @@ macro_rules! algorithms {
         $(#[$attr])*
         pub(in crate::infer) unsafe fn depthwise(d: &DwCall, oy0: usize, oy1: usize) {
             let (k, s, pad, c) = (d.k, d.stride, d.pad, d.c);
-            // Output columns whose every tap is inside the input: no bounds checks there.
+            // Output columns whose every tap is inside the input (for kernels other than 3x3):
+            // no bounds checks there.
             let lo = pad.div_ceil(s);
             let hi = if d.w + pad >= k { ((d.w + pad - k) / s + 1).min(d.ow) } else { 0 };
             for oy in oy0..oy1 {
@@ -307,42 +313,46 @@ macro_rules! algorithms {
                 while c0 < c {
                     let cnt = (c - c0).min(LANES);
                     let bv = loadm(d.bias.add(c0), cnt);
+                    let span = (ky0, ky1, c0, cnt);
+                    let store = |ox: usize, acc: &[V]| {
+                        for (j, a) in acc.iter().enumerate().take(d.ow - ox) {
+                            let v = if d.relu6 { clamp6(*a) } else { *a };
+                            storem(yrow.add((ox + j) * c + c0), v, cnt);
+                        }
+                    };
+                    if k == 3 && s <= 2 {
+                        // The whole row by tiles, its ends included; a last tile of at most 4
+                        // outputs is a small one.
+                        let mut ox = 0;
+                        while ox < d.ow {
+                            if d.ow - ox > 4 && DW_TILE > 4 {
+                                let acc = if s == 1 { dw_tile::<3, 1, DW_TILE>(d, oy, span, ox, bv) } else { dw_tile::<3, 2, DW_TILE>(d, oy, span, ox, bv) };
+                                store(ox, &acc);
+                                ox += DW_TILE;
+                            } else {
+                                let acc = if s == 1 { dw_tile::<3, 1, 4>(d, oy, span, ox, bv) } else { dw_tile::<3, 2, 4>(d, oy, span, ox, bv) };
+                                store(ox, &acc);
+                                ox += 4;
+                            }
+                        }
+                        c0 += LANES;
+                        continue;
+                    }
                     let mut ox = 0;
                     while ox < d.ow {
-                        let span = (ky0, ky1, c0, cnt);
-                        if ox >= lo && ox + DW_TILE <= hi && k == 3 && s <= 2 {
-                            let acc = match s {
-                                1 => dw_tile::<3, 1, DW_TILE>(d, oy, span, ox, bv),
-                                _ => dw_tile::<3, 2, DW_TILE>(d, oy, span, ox, bv),
-                            };
-                            for (j, a) in acc.iter().enumerate() {
-                                let v = if d.relu6 { clamp6(*a) } else { *a };
-                                storem(yrow.add((ox + j) * c + c0), v, cnt);
-                            }
-                            ox += DW_TILE;
-                        } else if ox >= lo && ox + 4 <= hi {
-                            let acc = match (k, s) {
-                                (3, 1) => dw_tile::<3, 1, 4>(d, oy, span, ox, bv),
-                                (3, 2) => dw_tile::<3, 2, 4>(d, oy, span, ox, bv),
-                                _ => {
-                                    let mut acc = [bv; 4];
-                                    for ky in ky0..ky1 {
-                                        let row = d.x.add(((oy * s + ky - pad - d.x_row0) * d.w) * c + c0);
-                                        for kx in 0..k {
-                                            let wv = loadm(d.wt.add((ky * k + kx) * c + c0), cnt);
-                                            let ix = ox * s + kx - pad;
-                                            for (j, a) in acc.iter_mut().enumerate() {
-                                                *a = fma(loadm(row.add((ix + j * s) * c), cnt), wv, *a);
-                                            }
-                                        }
+                        if ox >= lo && ox + 4 <= hi {
+                            let mut acc = [bv; 4];
+                            for ky in ky0..ky1 {
+                                let row = d.x.add(((oy * s + ky - pad - d.x_row0) * d.w) * c + c0);
+                                for kx in 0..k {
+                                    let wv = loadm(d.wt.add((ky * k + kx) * c + c0), cnt);
+                                    let ix = ox * s + kx - pad;
+                                    for (j, a) in acc.iter_mut().enumerate() {
+                                        *a = fma(loadm(row.add((ix + j * s) * c), cnt), wv, *a);
                                     }
-                                    acc
                                 }
-                            };
-                            for (j, a) in acc.iter().enumerate() {
-                                let v = if d.relu6 { clamp6(*a) } else { *a };
-                                storem(yrow.add((ox + j) * c + c0), v, cnt);
                             }
+                            store(ox, &acc);
                             ox += 4;
                         } else {
                             let mut acc = bv;
