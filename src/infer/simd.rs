@@ -83,9 +83,9 @@ impl Isa {
 /// `[0, 6]` when `relu6`, then adds `res[row * ldres + col]` for `col < res_cols`.
 ///
 /// Row `i` of `a` is read in runs of `run` values, run `j` from `a + i * lda + j * run_stride`
-/// (one run, `run = k`, for a plain matrix; several only when `kc = k`). So a conv on a zero-padded NHWC image reads its
-/// taps from the image itself, without an im2col: a run is a kernel row's `k * c` values,
-/// `lda` the stride of the outputs, `run_stride` an image row.
+/// (one run, `run = k`, for a plain matrix; several only when `kc = k`). So a conv on a
+/// zero-padded NHWC image reads its taps from the image itself, without an im2col: a run is a
+/// kernel row's `k * c` values, `lda` the stride of the outputs, `run_stride` an image row.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct GemmCall {
     pub a: *const f32,
@@ -265,10 +265,10 @@ macro_rules! algorithms {
         /// `T` outputs `ox..ox + T` of row `oy`, channels `c0..c0 + cnt`, taps of rows
         /// `ky0..ky1`, for a kernel and stride known at compile time: each input under the `T`
         /// is loaded once (at `T = 4`, 6 loads instead of 12 per kernel row at stride 1, 9 at
-        /// stride 2), `T` sums are in flight at once (a sum's FMAs depend on each other), and
-        /// the sums are the general loop's, in its order. Inputs left or right of the row
-        /// read as zeros, so a tile may cover the row's ends and run past it (the caller
-        /// stores only the outputs that exist).
+        /// stride 2), and `T` sums are in flight at once (a sum's FMAs depend on each other).
+        /// Each sum adds its taps in the general loop's order. Inputs left or right of the row
+        /// read as zeros (their taps add `0 * weight`), so a tile may cover the row's ends and
+        /// run past it; the caller stores only the outputs that exist.
         $(#[$attr])*
         #[inline]
         unsafe fn dw_tile<const K: usize, const S: usize, const T: usize>(d: &DwCall, oy: usize, (ky0, ky1, c0, cnt): (usize, usize, usize, usize), ox: usize, bv: V) -> [V; T] {
