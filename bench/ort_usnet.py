@@ -10,6 +10,7 @@ in a temporary directory; usnet's own exporter is not involved.
 
   .venv/bin/python bench/ort_usnet.py --workload infer/b1/w1.0 --threads 2   # median of 10 runs
   .venv/bin/python bench/ort_usnet.py --serve infer/b1/w0.5 --threads 2      # worker for `usnet bench`
+  .venv/bin/python bench/ort_usnet.py --serve scaling/b1 --threads 2         # one session per width
   .venv/bin/python bench/ort_usnet.py --workload infer/b1/w1.0 --threads 1 --profile 400
                                           # mean time of each node over 400 calls (ORT's profiler)
 
@@ -38,10 +39,19 @@ class AtWidth(torch.nn.Module):
         return self.net(x, self.width)
 
 
+# The widths of scaling/bN, as usnet's bench::SCALING_WIDTHS.
+SCALING_WIDTHS = [1.0, 0.75, 0.5, 0.35]
+
+
 def make_workload(name, args):
     parts = name.split("/")
+    if parts[0] == "scaling" and len(parts) == 2:
+        # One session per width, each as infer/bN/wW builds it; `run K` times width K.
+        made = [make_workload(f"infer/{parts[1]}/w{w}", args) for w in SCALING_WIDTHS]
+        meta = dict(made[0][1], width=SCALING_WIDTHS, max_abs_diff=max(m["max_abs_diff"] for _, m in made))
+        return [fn for fn, _ in made], meta
     if parts[0] != "infer" or len(parts) != 3:
-        raise SystemExit(f"unknown workload {name!r}; ort_usnet.py runs infer/bN/wW only")
+        raise SystemExit(f"unknown workload {name!r}; ort_usnet.py runs infer/bN/wW and scaling/bN only")
     b, w = int(parts[1][1:]), float(parts[2][1:])
     torch.manual_seed(args.seed)
     net = USNet(PRESETS["v2_official"]).eval()

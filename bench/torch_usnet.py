@@ -393,20 +393,26 @@ def make_workload(name, args):
 def serve(name, args, make=None):
     """Worker mode for interleaved benchmarks: set `name` up, run `args.warmup` untimed calls,
     print one JSON line {"ready": ..., meta}, then answer each stdin line: `run` times one call
-    and prints {"s": seconds}; `quit` or end of input exits. Used by `usnet bench`."""
+    and prints {"s": seconds}; `quit` or end of input exits. Used by `usnet bench`.
+
+    `make` may return a list of functions, one per part of the workload (scaling/bN: one per
+    width); then `run K` times part K, and `run` part 0."""
     fn, meta = (make or make_workload)(name, args)
+    parts = fn if isinstance(fn, list) else [fn]
     for _ in range(args.warmup):
-        fn()
+        for f in parts:
+            f()
     print(json.dumps({"ready": name, **meta}), flush=True)
     for line in sys.stdin:
-        cmd = line.strip()
-        if cmd == "quit":
+        cmd = line.split()
+        if cmd == ["quit"]:
             break
-        if cmd != "run":
-            print(json.dumps({"error": f"unknown command {cmd!r}"}), flush=True)
+        if not cmd or cmd[0] != "run" or len(cmd) > 2 or (len(cmd) == 2 and not (cmd[1].isdigit() and int(cmd[1]) < len(parts))):
+            print(json.dumps({"error": f"unknown command {line.strip()!r}; expected run, run K (K < {len(parts)}) or quit"}), flush=True)
             continue
+        f = parts[int(cmd[1]) if len(cmd) == 2 else 0]
         t0 = time.perf_counter()
-        fn()
+        f()
         print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
 
 

@@ -4,6 +4,7 @@
 //! computation: the golden `v2_small` model for training and calibration, the official
 //! US-MobileNet v2 for inference.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -80,17 +81,27 @@ pub fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The widths of `infer/bN/wW` that issue 10 names, which `scaling/bN` runs in one process.
+pub const SCALING_WIDTHS: [f64; 4] = [1.0, 0.75, 0.5, 0.35];
+
 /// One workload, set up and ready to time call by call: what `usnet bench`'s worker
 /// processes run, interleaved with the PyTorch and ONNX Runtime workers.
+///
+/// A workload has one part, or, for `scaling/bN`, one part per width of
+/// [`SCALING_WIDTHS`]: the same calibrated network at each width, so that the widths can be
+/// timed in turn within one process and the drift of the machine falls on all alike.
 pub struct Workload {
-    step: Box<dyn FnMut() -> Result<()>>,
-    /// Multiply-accumulates of one call, where the workload has a fixed network
+    steps: Vec<Box<dyn FnMut() -> Result<()>>>,
+    /// Each part's name: the workload's own, or `w1.0`, `w0.75`, ... for `scaling/bN`.
+    pub parts: Vec<String>,
+    /// Multiply-accumulates of one call of each part, where it has a fixed network
     /// (inference: the width's convs and classifier for the whole batch).
-    pub macs: Option<u64>,
+    pub macs: Vec<Option<u64>>,
 }
 
 impl Workload {
-    /// Sets up the workload `name` (`sandwich/b128`, `calibrate`, `infer/b1/w0.5`).
+    /// Sets up the workload `name` (`sandwich/b128`, `calibrate`, `infer/b1/w0.5`,
+    /// `scaling/b1`).
     ///
     /// # Errors
     ///
@@ -98,7 +109,7 @@ impl Workload {
     pub fn prepare(name: &str, device: &Device) -> Result<Self> {
         let mut rng = StdRng::seed_from_u64(0);
         let parts: Vec<&str> = name.split('/').collect();
-        let bad = || Error::InvalidConfig(format!("unknown workload {name:?}; expected sandwich/bN, calibrate or infer/bN/wW"));
+        let bad = || Error::InvalidConfig(format!("unknown workload {name:?}; expected sandwich/bN, calibrate, infer/bN/wW or scaling/bN"));
         let batch = |p: &str| p.strip_prefix('b').and_then(|b| b.parse::<usize>().ok()).filter(|b| *b > 0).ok_or_else(bad);
         match parts.as_slice() {
             ["sandwich", b] => {
@@ -117,54 +128,83 @@ impl Workload {
                     step += 1;
                     train_step(&mut model, &mut sgd, x.clone(), &labels, &widths, options, step).map(|_| ())
                 };
-                Ok(Workload { step: Box::new(step_fn), macs: None })
+                Ok(Workload::single(name, Box::new(step_fn), None))
             }
             ["calibrate"] => {
                 let config = v2_small();
                 let model = UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?;
                 let specs = grid(&config.range()?, 8);
                 let batches: Vec<Tensor<4>> = (0..10).map(|_| random_input(&mut rng, [128, 3, 32, 32], device)).collect();
-                Ok(Workload { step: Box::new(move || calibrate(&model, batches.clone(), &specs).map(|_| ())), macs: None })
+                Ok(Workload::single(name, Box::new(move || calibrate(&model, batches.clone(), &specs).map(|_| ())), None))
             }
             ["infer", b, w] => {
-                let b = batch(b)?;
                 let width: f64 = w.strip_prefix('w').and_then(|w| w.parse().ok()).ok_or_else(bad)?;
-                let spec = WidthSpec::Uniform(Width::new(width)?);
-                let config = ModelConfig::imagenet(Arch::UsMobilenetV2, 1000);
-                let mut model = CalibratedModel::new(UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?);
-                // Statistics from one small batch: eval cost does not depend on their values.
-                model.calibrate(vec![random_input(&mut rng, [2, 3, 32, 32], device)], std::slice::from_ref(&spec))?;
-                let macs = model.fixed(&spec)?.macs([224, 224]) * b as u64;
-                let x = random_input(&mut rng, [b, 3, 224, 224], device);
-                let step_fn = move || {
-                    let logits = model.forward(x.clone(), &spec)?;
-                    // Reading the result back forces the computation on lazy backends.
-                    let _ = logits.into_data();
-                    Ok(())
-                };
-                Ok(Workload { step: Box::new(step_fn), macs: Some(macs) })
+                Self::inference(batch(b)?, &[width], device)
             }
+            ["scaling", b] => Self::inference(batch(b)?, &SCALING_WIDTHS, device),
             _ => Err(bad()),
         }
     }
 
-    /// Runs the workload once, untimed.
+    fn single(name: &str, step: Box<dyn FnMut() -> Result<()>>, macs: Option<u64>) -> Self {
+        Workload { steps: vec![step], parts: vec![name.to_string()], macs: vec![macs] }
+    }
+
+    /// The official US-MobileNet v2 at 224 px, batch `b`, one part per width of `widths`:
+    /// one network, calibrated at each of them.
+    fn inference(b: usize, widths: &[f64], device: &Device) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(0);
+        let specs = widths.iter().map(|&w| Ok(WidthSpec::Uniform(Width::new(w)?))).collect::<Result<Vec<_>>>()?;
+        let config = ModelConfig::imagenet(Arch::UsMobilenetV2, 1000);
+        let mut model = CalibratedModel::new(UsNet::init(&config, &Init::Kaiming { seed: 0 }, device)?);
+        // Statistics from one small batch: eval cost does not depend on their values.
+        model.calibrate(vec![random_input(&mut rng, [2, 3, 32, 32], device)], &specs)?;
+        let macs = specs.iter().map(|spec| Ok(Some(model.fixed(spec)?.macs([224, 224]) * b as u64))).collect::<Result<Vec<_>>>()?;
+        let x = random_input(&mut rng, [b, 3, 224, 224], device);
+        let model = Rc::new(model);
+        let steps = specs
+            .iter()
+            .map(|spec| {
+                let (model, x, spec) = (Rc::clone(&model), x.clone(), spec.clone());
+                Box::new(move || {
+                    let logits = model.forward(x.clone(), &spec)?;
+                    // Reading the result back forces the computation on lazy backends.
+                    let _ = logits.into_data();
+                    Ok(())
+                }) as Box<dyn FnMut() -> Result<()>>
+            })
+            .collect();
+        Ok(Workload { steps, parts: widths.iter().map(|w| format!("w{w:?}")).collect(), macs })
+    }
+
+    /// Runs each part of the workload once, untimed.
     ///
     /// # Errors
     ///
     /// Any error of the workload.
     pub fn call(&mut self) -> Result<()> {
-        (self.step)()
+        self.steps.iter_mut().try_for_each(|step| step())
     }
 
-    /// Seconds one call takes.
+    /// Seconds one call of the first part takes.
     ///
     /// # Errors
     ///
     /// Any error of the workload.
     pub fn time_one(&mut self) -> Result<f64> {
+        self.time_part(0)
+    }
+
+    /// Seconds one call of part `k` takes.
+    ///
+    /// # Errors
+    ///
+    /// `k` out of range, and any error of the workload.
+    pub fn time_part(&mut self, k: usize) -> Result<f64> {
+        let parts = self.steps.len();
+        let step = self.steps.get_mut(k).ok_or_else(|| Error::InvalidConfig(format!("part {k} of a workload with {parts} parts")))?;
         let t0 = Instant::now();
-        (self.step)()?;
+        step()?;
         Ok(t0.elapsed().as_secs_f64())
     }
 }
@@ -226,5 +266,22 @@ mod tests {
         assert_eq!((s.q1, s.median, s.q3), (1.75, 2.5, 3.25));
         assert_eq!(Spread::of(&[]), None);
         assert_eq!(Spread::of(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn scaling_workload_runs_each_width_of_one_network() {
+        let device = crate::device::device(None).unwrap();
+        let mut w = Workload::prepare("scaling/b1", &device).unwrap();
+        assert_eq!(w.parts, ["w1.0", "w0.75", "w0.5", "w0.35"]);
+        // Each part's MACs are its width's, as infer/b1/wW counts them.
+        for (k, width) in SCALING_WIDTHS.iter().enumerate() {
+            let single = Workload::prepare(&format!("infer/b1/w{width:?}"), &device).unwrap();
+            assert_eq!(w.macs[k], single.macs[0], "{width}");
+        }
+        assert!(w.macs.windows(2).all(|m| m[0] > m[1]), "{:?}", w.macs);
+        assert!(w.time_part(3).unwrap() > 0.0);
+        assert!(w.time_part(4).is_err());
+        assert!(Workload::prepare("scaling", &device).is_err());
+        assert!(Workload::prepare("scaling/b0", &device).is_err());
     }
 }
