@@ -143,13 +143,15 @@ impl Drop for Worker {
 
 /// The usnet worker: this binary, one workload, its own process (so peak memory is per workload).
 fn serve(name: &str, warmup: usize) -> anyhow::Result<()> {
+    // As a deploying process would start (usnet::infer::init_global_pool's documentation).
+    let pinned = usnet::infer::init_global_pool(None).context("building the thread pool")?;
     let device = usnet::device::device(None)?;
     let mut workload = usnet::bench::Workload::prepare(name, &device)?;
     for _ in 0..warmup {
         workload.call()?;
     }
     let mut out = std::io::stdout().lock();
-    let ready = json!({"ready": name, "macs": workload.macs[0], "parts": workload.parts, "part_macs": workload.macs, "threads": rayon::current_num_threads()});
+    let ready = json!({"ready": name, "macs": workload.macs[0], "parts": workload.parts, "part_macs": workload.macs, "threads": rayon::current_num_threads(), "pinned_cpus": pinned});
     writeln!(out, "{ready}")?;
     out.flush()?;
     for line in std::io::stdin().lock().lines() {
@@ -203,6 +205,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the usnet binary")?;
     let load_before = loadavg();
     let mut rows = Vec::new();
+    let mut pinned = Value::Null;
     for name in &names {
         eprintln!("bench: {name}");
         let mut usnet_cmd = Command::new(&exe);
@@ -212,6 +215,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             // The allocator setting `usnet` makes at start-up, made from the first allocation.
             .env("MIMALLOC_PURGE_DELAY", std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "-1".into()));
         let (w, r) = Worker::start("usnet", usnet_cmd).with_context(|| format!("workload {name}"))?;
+        pinned = r["pinned_cpus"].clone();
         let (mut workers, mut ready) = (vec![w], vec![r]);
         if name.starts_with("scaling/") {
             if !args.skip_ort {
@@ -272,6 +276,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         "backend": usnet::device::available_backends().first(),
         "isa": format!("{:?}", usnet::infer::simd::Isa::detect()),
         "threads": args.threads,
+        "usnet_pinned_cpus": pinned,
         "warmup": args.warmup,
         "repeats": args.repeats,
         "burst": args.burst,
@@ -355,10 +360,11 @@ fn ms(v: Option<f64>) -> String {
 fn markdown(summary: &Value) -> String {
     let m = &summary["machine"];
     let mut out = format!(
-        "Machine: {} ({} CPUs), {} threads per side, kernels {}, {} interleaved repeats after {} warm-up calls, {} ms pause after each side's calls, bursts of {} inference calls; load average {} before, {} after.\n",
+        "Machine: {} ({} CPUs), {} threads per side (usnet's {}), kernels {}, {} interleaved repeats after {} warm-up calls, {} ms pause after each side's calls, bursts of {} inference calls; load average {} before, {} after.\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cpus"],
         summary["threads"],
+        summary["usnet_pinned_cpus"].as_array().map_or("not pinned".into(), |c| format!("pinned to CPUs {}", c.iter().map(Value::to_string).collect::<Vec<_>>().join(", "))),
         summary["isa"].as_str().unwrap_or("?"),
         summary["repeats"],
         summary["warmup"],

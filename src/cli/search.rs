@@ -187,7 +187,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.generations >= 1, "--generations must be at least 1");
     if let Some(n) = args.threads {
         anyhow::ensure!(n >= 1, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting --threads")?;
+        usnet::infer::init_global_pool(Some(n)).context("setting --threads")?;
+    } else {
+        // Latency budgets are timed on this pool: one thread per CPU, pinned where it can be.
+        let _ = usnet::infer::init_global_pool(None);
     }
     let strategies: Vec<Strategy> = match args.strategy.as_slice() {
         [] if args.per_stage => vec![Strategy::Evolution],

@@ -27,6 +27,9 @@
 mod gemm;
 pub mod simd;
 mod team;
+mod threads;
+
+pub use threads::init_global_pool;
 
 use std::sync::Mutex;
 
