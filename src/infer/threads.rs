@@ -3,9 +3,9 @@
 //! A batch-1 forward is shared by every thread of the pool ([`super::team`]), so it runs at
 //! the speed of two threads only while both have a CPU. On the 2-vCPU VM of the benchmarks,
 //! the kernel often woke both pool threads onto one vCPU and left the other idle for the
-//! whole call (`perf sched timehist`: 2.4-2.9 ms of scheduling delay, every few calls), so the
-//! call ran at one thread's speed. Pinning thread `i` to the `i`-th CPU that the process may
-//! use removes that (docs/performance.md, round 9).
+//! whole call (`perf sched timehist`: up to 2.9 ms of scheduling delay, about once per burst
+//! of calls), so the call ran at one thread's speed. Pinning thread `i` to the `i`-th CPU that
+//! the process may use removes that (docs/performance.md, round 9).
 //!
 //! Pinning is only done when the pool has exactly one thread per such CPU: a smaller pool
 //! (`RAYON_NUM_THREADS=1`, MPI ranks that share a machine) would pin every process to the
