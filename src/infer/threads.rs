@@ -35,21 +35,20 @@ fn allowed_cpus() -> Vec<usize> {
     Vec::new()
 }
 
-/// Pins the calling thread to `cpu`; false when the OS refused.
+/// Pins the calling thread to `cpu`. Where the OS refuses, the thread stays where the
+/// scheduler puts it, as without pinning.
 #[cfg(target_os = "linux")]
-fn pin_current_thread(cpu: usize) -> bool {
+fn pin_current_thread(cpu: usize) {
     // SAFETY: as in `allowed_cpus`; `CPU_SET` stays within the set for `cpu < CPU_SETSIZE`.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn pin_current_thread(_cpu: usize) -> bool {
-    false
-}
+fn pin_current_thread(_cpu: usize) {}
 
 /// A pool builder of `threads` threads (default: `RAYON_NUM_THREADS`, else one per CPU this
 /// process may use), and the CPUs it pins them to, if any (see the module's documentation).
@@ -62,16 +61,15 @@ pub(crate) fn pool_builder(threads: Option<usize>) -> (rayon::ThreadPoolBuilder,
     let plan = pin_plan(threads, &allowed, enabled);
     let mut builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
     if let Some(cpus) = plan.clone() {
-        builder = builder.start_handler(move |i| {
-            pin_current_thread(cpus[i]);
-        });
+        builder = builder.start_handler(move |i| pin_current_thread(cpus[i]));
     }
     (builder, plan)
 }
 
 /// Builds rayon's global pool for inference: `threads` threads (default:
 /// `RAYON_NUM_THREADS`, else one per CPU this process may use), each pinned to its own CPU
-/// when there is one per CPU. Returns the CPUs they were pinned to, if any.
+/// when there is one per CPU. Returns the CPUs they are pinned to, if any (thread `i` on the
+/// `i`-th); `pinned_threads_run_on_their_cpus` checks that the OS follows.
 ///
 /// Call it once, before anything else uses rayon; a process that deploys a model at batch 1
 /// on a few cores gains the most.
