@@ -41,6 +41,34 @@ fn profile_prints_official_macs_and_rejects_bad_input() {
 }
 
 #[test]
+fn bench_worker_answers_bad_commands_and_refuses_bad_workloads() {
+    use std::io::Write;
+    use std::process::Stdio;
+    // The worker of `usnet bench`: a wrong part or command gets a JSON error, and it goes on.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usnet"))
+        .args(["bench", "--serve", "scaling/b1", "--warmup", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"run 4\nrun x\nrun 1 2\nfly\nrun 3\nquit\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6, "{}", stdout(&o));
+    assert_eq!(lines[0]["parts"], serde_json::json!(["w1.0", "w0.75", "w0.5", "w0.35"]));
+    for bad in &lines[1..5] {
+        assert!(bad["error"].as_str().unwrap().contains("expected run, run K (K < 4)"), "{bad}");
+    }
+    assert!(lines[5]["s"].as_f64().unwrap() > 0.0, "{}", lines[5]);
+
+    for name in ["scaling", "scaling/b0", "scaling/bx", "infer/b1"] {
+        assert_clean_failure(&usnet(&["bench", "--serve", name]), &["unknown workload", "scaling/bN"]);
+    }
+}
+
+#[test]
 fn bad_configs_and_checkpoints_fail_clearly() {
     let dir = temp_dir("bad");
     let cfg = dir.join("typo.toml");
