@@ -41,6 +41,36 @@ fn profile_prints_official_macs_and_rejects_bad_input() {
 }
 
 #[test]
+fn bench_scaling_splits_each_burst_into_after_idle_back_to_back_and_steady() {
+    // usnet's side alone (no Python): 2 rounds of bursts of 6 calls per width.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.json");
+    let o = usnet(&["bench", "--workloads", "scaling/b1", "--skip-torch", "--skip-ort", "--warmup", "0", "--scaling-repeats", "2", "--scaling-burst", "6", "--settle-ms", "1", "--output", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let row = &summary["workloads"][0];
+    assert_eq!((row["burst"].as_u64(), row["back_to_back_calls"].as_u64()), (Some(6), Some(3)), "{row}");
+    let widths = row["scaling"]["usnet"].as_array().unwrap();
+    assert_eq!(widths.len(), 4);
+    for w in widths {
+        for key in ["samples_s", "warm_samples_s", "steady_samples_s"] {
+            assert_eq!(w[key].as_array().map(Vec::len), Some(2), "{key} of {w}");
+        }
+        // The surcharge is the first call minus the steady median of the same burst.
+        let first: Vec<f64> = w["samples_s"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let steady: Vec<f64> = w["steady_samples_s"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let mut surcharge: Vec<f64> = first.iter().zip(&steady).map(|(a, b)| a - b).collect();
+        surcharge.sort_by(f64::total_cmp);
+        let median = w["surcharge_spread_s"]["median"].as_f64().unwrap();
+        assert!((median - (surcharge[0] + surcharge[1]) / 2.0).abs() < 1e-12, "{w}");
+        assert!(w["steady"]["spread"]["median"].as_f64().unwrap() > 0.0, "{w}");
+    }
+    assert!(widths[2]["steady"]["met"].is_boolean(), "w0.5 has a bound: {}", widths[2]);
+    let md = std::fs::read_to_string(out.with_extension("md")).unwrap();
+    assert!(md.contains("| usnet steady | met |") && md.contains("usnet surcharge ms"), "{md}");
+}
+
+#[test]
 fn bench_worker_answers_bad_commands_and_refuses_bad_workloads() {
     use std::io::Write;
     use std::process::Stdio;

@@ -22,7 +22,9 @@ both are reported. Reports per side the median and quartiles of the times, per r
 ratio usnet/anchor (median and spread), the targets of issue 10 met or not, and the latency\n\
 scaling over widths. scaling/bN times widths 1.0, 0.75, 0.5 and 0.35 of one network in\n\
 one process per side (usnet, ORT), in turn within each of --scaling-repeats rounds, and\n\
-reports latency(w)/latency(1.0) per round, so that the widths share the machine's drift.\n\
+reports latency(w)/latency(1.0) per round, so that the widths share the machine's drift:\n\
+after the pause (call 1 of a burst of --scaling-burst), back to back (calls 2 to --burst)\n\
+and steady (the rest), with what the first call costs on top of a steady one.\n\
 Writes target/bench/summary.json and a markdown report (target/bench/summary.md) to paste into\n\
 docs/performance.md. The Python side lives in .venv (bench/setup_venv.sh, run on first use).\n\n\
 Examples:\n  usnet bench                       # all workloads, 2 threads, 10 interleaved repeats\n  usnet bench --quick --workloads infer/b1/w1.0,infer/b1/w0.5\n  usnet bench --workloads scaling/b1     # latency against width at batch 1 (about a minute)\n  usnet bench --skip-torch --skip-ort  # usnet only (no ratios)")]
@@ -53,6 +55,10 @@ pub struct BenchArgs {
     /// Interleaved rounds of the scaling/bN workloads (a round is a burst per width and side).
     #[arg(long, default_value_t = 30)]
     scaling_repeats: usize,
+    /// Calls per burst in the scaling/bN workloads: the first after the pause, the next
+    /// --burst - 1 back to back, and the rest ("steady", once the vCPUs have woken up).
+    #[arg(long, default_value_t = 8)]
+    scaling_burst: usize,
     /// Leave PyTorch out.
     #[arg(long)]
     skip_torch: bool,
@@ -307,19 +313,25 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
     if parts.len() < 2 || macs.len() != parts.len() {
         bail!("the usnet worker sent parts {parts:?} and MACs {macs:?}: expected one of each per width");
     }
+    // Calls 2..=`burst` of a burst are "back to back", as in the infer rows; the rest "steady".
     let burst = args.burst.max(1);
+    let calls = args.scaling_burst.max(burst);
     let repeats = args.scaling_repeats.max(1);
-    // [side][part]: the first call of each burst, and the median of the others.
+    // [side][part]: the first call of each burst, the median of calls 2..=burst, and the
+    // median of the rest.
     let mut cold = vec![vec![Vec::with_capacity(repeats); parts.len()]; workers.len()];
-    let mut warm = cold.clone();
+    let (mut warm, mut steady) = (cold.clone(), cold.clone());
     for r in 0..repeats {
         for j in 0..parts.len() {
             let k = (j + r) % parts.len();
             for (side, w) in workers.iter_mut().enumerate() {
-                let times = (0..burst).map(|_| w.run_part(k)).collect::<anyhow::Result<Vec<f64>>>()?;
+                let times = (0..calls).map(|_| w.run_part(k)).collect::<anyhow::Result<Vec<f64>>>()?;
                 cold[side][k].push(times[0]);
-                if let Some(m) = Spread::of(&times[1..]) {
+                if let Some(m) = Spread::of(&times[1..burst]) {
                     warm[side][k].push(m.median);
+                }
+                if let Some(m) = Spread::of(&times[burst..]) {
+                    steady[side][k].push(m.median);
                 }
                 std::thread::sleep(Duration::from_millis(args.settle_ms));
             }
@@ -339,16 +351,21 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
                 let bounded = batch1 && parts[k].trim_start_matches('w').parse::<f64>().is_ok_and(|w| (0.5..1.0).contains(&w));
                 let bound = bounded.then_some(1.2 * mac);
                 let met = |r: &Value| bound.zip(r["spread"]["median"].as_f64()).map(|(b, m)| m <= b);
-                let (mut idle, mut b2b) = (of(&cold[side]), of(&warm[side]));
-                idle["met"] = json!(met(&idle));
-                b2b["met"] = json!(met(&b2b));
+                let (mut idle, mut b2b, mut calm) = (of(&cold[side]), of(&warm[side]), of(&steady[side]));
+                for r in [&mut idle, &mut b2b, &mut calm] {
+                    r["met"] = json!(met(r));
+                }
+                // What the first call after the pause costs on top of a steady call, per repeat.
+                let surcharge: Vec<f64> = cold[side][k].iter().zip(&steady[side][k]).map(|(c, s)| c - s).collect();
                 json!({"width": parts[k], "macs": macs[k], "macs_ratio": mac, "bound": bound,
-                       "samples_s": cold[side][k], "warm_samples_s": warm[side][k], "after_idle": idle, "back_to_back": b2b})
+                       "samples_s": cold[side][k], "warm_samples_s": warm[side][k], "steady_samples_s": steady[side][k],
+                       "after_idle": idle, "back_to_back": b2b, "steady": calm,
+                       "steady_spread_s": Spread::of(&steady[side][k]), "surcharge_spread_s": Spread::of(&surcharge)})
             })
             .collect();
         sides.insert(w.side.into(), json!(widths));
     }
-    Ok(json!({"workload": name, "repeats": repeats, "scaling": sides}))
+    Ok(json!({"workload": name, "repeats": repeats, "burst": calls, "back_to_back_calls": burst - 1, "scaling": sides}))
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -424,8 +441,9 @@ fn markdown(summary: &Value) -> String {
     out
 }
 
-/// The table of a `scaling/bN` row: per width, latency(w)/latency(1.0) taken per repeat
-/// (median [q1, q3]) after an idle pause and back to back, against issue 10's bound.
+/// The tables of a `scaling/bN` row: per width, latency(w)/latency(1.0) taken per repeat
+/// (median [q1, q3]) after an idle pause, back to back and steady, against issue 10's bound;
+/// then what the first call after a pause costs on top of a steady one.
 fn interleaved_scaling(row: &Value) -> String {
     let name = row["workload"].as_str().unwrap_or("?");
     let usnet = row["scaling"]["usnet"].as_array().cloned().unwrap_or_default();
@@ -440,7 +458,7 @@ fn interleaved_scaling(row: &Value) -> String {
     for (k, w) in usnet.iter().enumerate() {
         let o = ort.and_then(|o| o.get(k));
         table += &format!(
-            "| {} | {:.0} | {:.3} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             w["width"].as_str().unwrap_or("?"),
             w["macs"].as_f64().unwrap_or(f64::NAN) / 1e6,
             w["macs_ratio"].as_f64().unwrap_or(f64::NAN),
@@ -449,13 +467,45 @@ fn interleaved_scaling(row: &Value) -> String {
             met(w, "after_idle"),
             cell(Some(w), "back_to_back"),
             met(w, "back_to_back"),
+            cell(Some(w), "steady"),
+            met(w, "steady"),
             cell(o, "after_idle"),
             cell(o, "back_to_back"),
+            cell(o, "steady"),
+        );
+    }
+    // The surcharge of the first call, and the after-idle ratio it leaves even to a forward
+    // whose steady cost is exactly proportional to the MACs.
+    let median = |w: Option<&Value>, key: &str| w.and_then(|w| w[key]["median"].as_f64());
+    let mut surcharges = String::new();
+    for (k, w) in usnet.iter().enumerate() {
+        let o = ort.and_then(|o| o.get(k));
+        let floor = |side: Option<&Value>, full: Option<&Value>| {
+            let (s1, c1) = (median(full, "steady_spread_s"), median(full, "surcharge_spread_s"));
+            let (c, mac) = (median(side, "surcharge_spread_s"), side.and_then(|w| w["macs_ratio"].as_f64()));
+            match (s1, c1, c, mac) {
+                (Some(s1), Some(c1), Some(c), Some(mac)) => format!("{:.3}", (mac * s1 + c) / (s1 + c1)),
+                _ => "-".into(),
+            }
+        };
+        surcharges += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            w["width"].as_str().unwrap_or("?"),
+            ms(median(Some(w), "steady_spread_s")),
+            ms(median(Some(w), "surcharge_spread_s")),
+            floor(Some(w), usnet.first()),
+            ms(median(o, "steady_spread_s")),
+            ms(median(o, "surcharge_spread_s")),
+            floor(o, ort.and_then(|o| o.first())),
         );
     }
     format!(
-        "\nLatency scaling, widths interleaved ({name}: one network per side, its widths timed in turn in one process, {} repeats; latency(w)/latency(1.0) per repeat, median [q1, q3]; target at batch 1, w >= 0.5: <= 1.2 x MACs(w)/MACs(1.0)):\n\n| width | MMACs | MACs(w)/MACs(1.0) | bound | usnet after an idle pause | met | usnet back to back | met | ORT after an idle pause | ORT back to back |\n|---|---|---|---|---|---|---|---|---|---|\n{table}",
-        row["repeats"]
+        "\nLatency scaling, widths interleaved ({name}: one network per side, its widths timed in turn in one process, {} repeats of bursts of {} calls: the first after the pause, the next {} back to back, the rest steady; latency(w)/latency(1.0) per repeat, median [q1, q3]; target at batch 1, w >= 0.5: <= 1.2 x MACs(w)/MACs(1.0)):\n\n| width | MMACs | MACs(w)/MACs(1.0) | bound | usnet after an idle pause | met | usnet back to back | met | usnet steady | met | ORT after an idle pause | ORT back to back | ORT steady |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{table}\n\
+         The first call after a pause, against a steady call ({name}; medians over repeats, ms). The surcharge is the first call's time minus the steady calls' median in the same burst; the last column of each side is the ratio after an idle pause that a forward would reach if its steady cost were exactly MACs(w)/MACs(1.0) of w1.0's and it paid the same surcharges:\n\n\
+         | width | usnet steady ms | usnet surcharge ms | usnet after idle at MAC-proportional cost | ORT steady ms | ORT surcharge ms | ORT after idle at MAC-proportional cost |\n|---|---|---|---|---|---|---|\n{surcharges}",
+        row["repeats"],
+        row["burst"],
+        row["back_to_back_calls"],
     )
 }
 
