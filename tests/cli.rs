@@ -56,9 +56,20 @@ fn bench_scaling_splits_each_burst_into_after_idle_back_to_back_and_steady() {
         for key in ["samples_s", "warm_samples_s", "steady_samples_s"] {
             assert_eq!(w[key].as_array().map(Vec::len), Some(2), "{key} of {w}");
         }
+        // Per burst of 6: call 1, the median of calls 2-4 (--burst 4) and of calls 5-6.
+        let values = |key: &str| -> Vec<f64> { w[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+        let (first, warm, steady) = (values("samples_s"), values("warm_samples_s"), values("steady_samples_s"));
+        let bursts = w["burst_samples_s"].as_array().unwrap();
+        assert_eq!(bursts.len(), 2, "{w}");
+        for (r, calls) in bursts.iter().enumerate() {
+            let mut c: Vec<f64> = calls.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(c.len(), 6, "{w}");
+            assert_eq!(first[r], c[0], "{w}");
+            c[1..4].sort_by(f64::total_cmp);
+            assert_eq!(warm[r], c[2], "{w}");
+            assert!((steady[r] - (c[4] + c[5]) / 2.0).abs() < 1e-15, "{w}");
+        }
         // The surcharge is the first call minus the steady median of the same burst.
-        let first: Vec<f64> = w["samples_s"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let steady: Vec<f64> = w["steady_samples_s"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let mut surcharge: Vec<f64> = first.iter().zip(&steady).map(|(a, b)| a - b).collect();
         surcharge.sort_by(f64::total_cmp);
         let median = w["surcharge_spread_s"]["median"].as_f64().unwrap();

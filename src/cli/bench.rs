@@ -321,6 +321,8 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
     // median of the rest.
     let mut cold = vec![vec![Vec::with_capacity(repeats); parts.len()]; workers.len()];
     let (mut warm, mut steady) = (cold.clone(), cold.clone());
+    // [side][part]: every call of each burst.
+    let mut bursts = vec![vec![Vec::with_capacity(repeats); parts.len()]; workers.len()];
     for r in 0..repeats {
         for j in 0..parts.len() {
             let k = (j + r) % parts.len();
@@ -333,6 +335,7 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
                 if let Some(m) = Spread::of(&times[burst..]) {
                     steady[side][k].push(m.median);
                 }
+                bursts[side][k].push(times);
                 std::thread::sleep(Duration::from_millis(args.settle_ms));
             }
         }
@@ -358,7 +361,7 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
                 // What the first call after the pause costs on top of a steady call, per repeat.
                 let surcharge: Vec<f64> = cold[side][k].iter().zip(&steady[side][k]).map(|(c, s)| c - s).collect();
                 json!({"width": parts[k], "macs": macs[k], "macs_ratio": mac, "bound": bound,
-                       "samples_s": cold[side][k], "warm_samples_s": warm[side][k], "steady_samples_s": steady[side][k],
+                       "samples_s": cold[side][k], "warm_samples_s": warm[side][k], "steady_samples_s": steady[side][k], "burst_samples_s": bursts[side][k],
                        "after_idle": idle, "back_to_back": b2b, "steady": calm,
                        "steady_spread_s": Spread::of(&steady[side][k]), "surcharge_spread_s": Spread::of(&surcharge)})
             })
