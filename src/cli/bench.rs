@@ -304,9 +304,10 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
 /// The widths of one network timed in turn in one process per side (`scaling/bN`): per
 /// repeat, each width's burst on each side, the order of the widths turned by one each repeat.
-/// The ratio latency(w)/latency(1.0) is taken per repeat, after an idle pause and back to
-/// back, so that the machine's drift, which separate workloads minutes apart do not share,
-/// falls on all widths alike.
+/// The ratio latency(w)/latency(1.0) is taken per repeat, after an idle pause, back to back
+/// and steady, so that the machine's drift, which separate workloads minutes apart do not
+/// share, falls on all widths alike. Also per repeat: the first call's surcharge over the
+/// steady calls of its burst.
 fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchArgs) -> anyhow::Result<Value> {
     let parts: Vec<String> = serde_json::from_value(ready["parts"].clone()).context("the usnet worker's parts")?;
     let macs: Vec<f64> = ready["part_macs"].as_array().map(|m| m.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
