@@ -229,7 +229,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 workers.push(w);
                 ready.push(r);
             }
-            rows.push(scaling_run(name, &mut workers, &ready[0], &args).with_context(|| format!("workload {name}"))?);
+            rows.push(scaling_run(name, &mut workers, &ready, &args).with_context(|| format!("workload {name}"))?);
             continue;
         }
         if !args.skip_torch {
@@ -308,35 +308,31 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 /// and steady, so that the machine's drift, which separate workloads minutes apart do not
 /// share, falls on all widths alike. Also per repeat: the first call's surcharge over the
 /// steady calls of its burst.
-fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchArgs) -> anyhow::Result<Value> {
-    let parts: Vec<String> = serde_json::from_value(ready["parts"].clone()).context("the usnet worker's parts")?;
-    let macs: Vec<f64> = ready["part_macs"].as_array().map(|m| m.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+fn scaling_run(name: &str, workers: &mut [Worker], ready: &[Value], args: &BenchArgs) -> anyhow::Result<Value> {
+    let parts: Vec<String> = serde_json::from_value(ready[0]["parts"].clone()).context("the usnet worker's parts")?;
+    let macs: Vec<f64> = ready[0]["part_macs"].as_array().map(|m| m.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
     if parts.len() < 2 || macs.len() != parts.len() {
         bail!("the usnet worker sent parts {parts:?} and MACs {macs:?}: expected one of each per width");
+    }
+    // The Python workers keep their own list of the widths (ort_usnet.py's SCALING_WIDTHS).
+    let ours: Vec<Option<f64>> = parts.iter().map(|p| p.trim_start_matches('w').parse().ok()).collect();
+    for (w, r) in workers.iter().zip(ready).skip(1) {
+        let theirs: Vec<Option<f64>> = r["width"].as_array().map(|a| a.iter().map(Value::as_f64).collect()).unwrap_or_default();
+        if theirs != ours {
+            bail!("the {} worker runs widths {} but usnet's runs {parts:?}: bench/ort_usnet.py's SCALING_WIDTHS must match usnet::bench::SCALING_WIDTHS", w.side, r["width"]);
+        }
     }
     // Calls 2..=`burst` of a burst are "back to back", as in the infer rows; the rest "steady".
     let burst = args.burst.max(1);
     let calls = args.scaling_burst.max(burst);
     let repeats = args.scaling_repeats.max(1);
-    // [side][part]: the first call of each burst, the median of calls 2..=burst, and the
-    // median of the rest.
-    let mut cold = vec![vec![Vec::with_capacity(repeats); parts.len()]; workers.len()];
-    let (mut warm, mut steady) = (cold.clone(), cold.clone());
     // [side][part]: every call of each burst.
     let mut bursts = vec![vec![Vec::with_capacity(repeats); parts.len()]; workers.len()];
     for r in 0..repeats {
         for j in 0..parts.len() {
             let k = (j + r) % parts.len();
             for (side, w) in workers.iter_mut().enumerate() {
-                let times = (0..calls).map(|_| w.run_part(k)).collect::<anyhow::Result<Vec<f64>>>()?;
-                cold[side][k].push(times[0]);
-                if let Some(m) = Spread::of(&times[1..burst]) {
-                    warm[side][k].push(m.median);
-                }
-                if let Some(m) = Spread::of(&times[burst..]) {
-                    steady[side][k].push(m.median);
-                }
-                bursts[side][k].push(times);
+                bursts[side][k].push((0..calls).map(|_| w.run_part(k)).collect::<anyhow::Result<Vec<f64>>>()?);
                 std::thread::sleep(Duration::from_millis(args.settle_ms));
             }
         }
@@ -344,6 +340,12 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
     let batch1 = name == "scaling/b1";
     let mut sides = serde_json::Map::new();
     for (side, w) in workers.iter().enumerate() {
+        // [part]: per repeat, the median of the calls `range` of its burst.
+        let protocol = |range: std::ops::Range<usize>| -> Vec<Vec<f64>> {
+            bursts[side].iter().map(|b| b.iter().filter_map(|t| Spread::of(&t[range.clone()]).map(|s| s.median)).collect()).collect()
+        };
+        // The first call of each burst, the median of calls 2..=burst, and of the rest.
+        let (cold, warm, steady) = (protocol(0..1), protocol(1..burst), protocol(burst..calls));
         let widths: Vec<Value> = (0..parts.len())
             .map(|k| {
                 let of = |s: &[Vec<f64>]| {
@@ -355,16 +357,16 @@ fn scaling_run(name: &str, workers: &mut [Worker], ready: &Value, args: &BenchAr
                 let bounded = batch1 && parts[k].trim_start_matches('w').parse::<f64>().is_ok_and(|w| (0.5..1.0).contains(&w));
                 let bound = bounded.then_some(1.2 * mac);
                 let met = |r: &Value| bound.zip(r["spread"]["median"].as_f64()).map(|(b, m)| m <= b);
-                let (mut idle, mut b2b, mut calm) = (of(&cold[side]), of(&warm[side]), of(&steady[side]));
+                let (mut idle, mut b2b, mut calm) = (of(&cold), of(&warm), of(&steady));
                 for r in [&mut idle, &mut b2b, &mut calm] {
                     r["met"] = json!(met(r));
                 }
                 // What the first call after the pause costs on top of a steady call, per repeat.
-                let surcharge: Vec<f64> = cold[side][k].iter().zip(&steady[side][k]).map(|(c, s)| c - s).collect();
+                let surcharge: Vec<f64> = cold[k].iter().zip(&steady[k]).map(|(c, s)| c - s).collect();
                 json!({"width": parts[k], "macs": macs[k], "macs_ratio": mac, "bound": bound,
-                       "samples_s": cold[side][k], "warm_samples_s": warm[side][k], "steady_samples_s": steady[side][k], "burst_samples_s": bursts[side][k],
+                       "samples_s": cold[k], "warm_samples_s": warm[k], "steady_samples_s": steady[k], "burst_samples_s": bursts[side][k],
                        "after_idle": idle, "back_to_back": b2b, "steady": calm,
-                       "steady_spread_s": Spread::of(&steady[side][k]), "surcharge_spread_s": Spread::of(&surcharge)})
+                       "steady_spread_s": Spread::of(&steady[k]), "surcharge_spread_s": Spread::of(&surcharge)})
             })
             .collect();
         sides.insert(w.side.into(), json!(widths));
